@@ -1,0 +1,9 @@
+"""`python -m streamer` is the `streamer` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

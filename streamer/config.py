@@ -1,0 +1,128 @@
+"""Settings: every one an environment variable `STREAMER_X` and a `serve` flag `--x`.
+
+A flag wins over the variable; a malformed value raises `ConfigError` with a one-line
+reason, which `serve` prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "STREAMER_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port (0-65535)")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a non-negative number")
+    return value
+
+
+def _algorithms(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError("must list at least one algorithm")
+    if any(name.lower() == "none" for name in names):
+        raise ValueError("'none' is never accepted")
+    return names
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", _text, "listen address")
+    port: int = _setting(8080, _port, "listen port")
+    workers: int = _setting(1, _positive_int, "uvicorn worker processes")
+    storage_url: str = _setting(
+        "./var/store", _text, "store root: path, file://, memory://, s3://bucket/prefix, gs://..."
+    )
+    jwt_secret: str | None = _setting(None, _text, "HMAC key for HS256/384/512 tokens")
+    jwt_public_key_file: str | None = _setting(None, _text, "PEM public key file")
+    jwks_url: str | None = _setting(None, _text, "JWKS document: http(s) URL or file path")
+    jwt_algorithms: tuple[str, ...] | None = _setting(
+        None, _algorithms, "comma-separated allow-list of JWT algorithms"
+    )
+    jwt_issuer: str | None = _setting(None, _text, "required iss claim")
+    jwt_audience: str | None = _setting(None, _text, "required aud claim")
+    jwt_leeway_s: float = _setting(30.0, _non_negative_float, "clock skew allowed, seconds")
+    jwt_org_claim: str = _setting("org_id", _text, "claim holding the caller's organization")
+    jwt_permissions_claim: str = _setting(
+        "permissions", _text, "claim holding the caller's permission list"
+    )
+    chunk_size: int = _setting(1024 * 1024, _positive_int, "bytes per storage read")
+    buffer_chunks: int = _setting(4, _positive_int, "chunks read ahead per stream")
+    catalog_ttl_s: float = _setting(5.0, _non_negative_float, "run metadata cache TTL, seconds")
+    max_streams: int = _setting(256, _positive_int, "concurrent downloads per process")
+    drain_delay_s: float = _setting(0.0, _non_negative_float, "serve on after SIGTERM, seconds")
+    grace_s: float = _setting(30.0, _non_negative_float, "time running downloads get to finish")
+
+    def env_name(self, name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key_file or self.jwks_url)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--x` flag per setting, defaulting to None so the environment can fill in."""
+    for field in fields(Settings):
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            default=None,
+            metavar=ENV_PREFIX + field.name.upper(),
+            help=field.metadata["help"],
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str], flags: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Build Settings from flags (first) and environment variables (second)."""
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        name = ENV_PREFIX + field.name.upper()
+        raw = (flags or {}).get(field.name)
+        source = "--" + field.name.replace("_", "-")
+        if raw is None:
+            raw, source = environ.get(name), name
+        if raw is None:
+            continue
+        try:
+            values[field.name] = field.metadata["parse"](raw)
+        except ValueError as exc:
+            reason = str(exc) if "must" in str(exc) else f"invalid value {raw!r}"
+            raise ConfigError(f"{source}: {reason}") from None
+    return Settings(**values)

@@ -1,0 +1,162 @@
+"""The errors streamer answers with, and their one mapping to an HTTP response.
+
+    StreamerError                      500 internal
+    ├── BadRequest                     400
+    │   ├── InvalidFormat              400 invalid_format
+    │   └── InvalidQuery               400 invalid_query
+    ├── Unauthorized                   401
+    │   ├── MissingToken               401 missing_token
+    │   └── InvalidToken               401 invalid_token
+    ├── Forbidden                      403 insufficient_scope
+    ├── NotFound                       404 not_found
+    │   ├── ModelNotFound              404 model_not_found
+    │   ├── RunNotFound                404 run_not_found
+    │   ├── NoCompletedRun             404 no_completed_run
+    │   ├── LogsExpired                404 logs_expired
+    │   └── LogsPurged                 404 logs_purged
+    ├── MethodNotAllowed               405 method_not_allowed
+    ├── RangeNotSatisfiable            416 range_not_satisfiable
+    ├── UpstreamError                  502 upstream_error
+    └── Overloaded                     503 overloaded
+
+Every error carries its status, its problem `code` and the headers it needs; `problem()`
+turns one into an RFC 9457 body. The detail is ours, never an exception's text, so no
+token or stack trace can leak through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+PROBLEM_TYPE_BASE = "urn:streamer:problem:"
+
+
+class StreamerError(Exception):
+    status: int = 500
+    code: str = "internal"
+    title: str = "Internal Server Error"
+    default_detail: str = "The server could not complete the request."
+
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
+        self.detail = detail or self.default_detail
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.detail)
+
+
+class BadRequest(StreamerError):
+    status, code, title = 400, "bad_request", "Bad Request"
+
+
+class InvalidFormat(BadRequest):
+    code = "invalid_format"
+    default_detail = "The format query parameter must be one of: txt, json."
+
+
+class InvalidQuery(BadRequest):
+    code = "invalid_query"
+    default_detail = "The query string is malformed."
+
+
+REALM = 'Bearer realm="streamer"'
+
+
+class Unauthorized(StreamerError):
+    status, code, title = 401, "invalid_token", "Unauthorized"
+
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
+        challenge = REALM if self.code == "missing_token" else f'{REALM}, error="invalid_token"'
+        super().__init__(detail, {"WWW-Authenticate": challenge, **(headers or {})})
+
+
+class MissingToken(Unauthorized):
+    code = "missing_token"
+    default_detail = "A Bearer token is required in the Authorization header."
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    default_detail = "The Bearer token is invalid."
+
+
+class Forbidden(StreamerError):
+    status, code, title = 403, "insufficient_scope", "Forbidden"
+    default_detail = "The token lacks the model:read or organization:viewer permission."
+
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
+        challenge = f'{REALM}, error="insufficient_scope", scope="model:read"'
+        super().__init__(detail, {"WWW-Authenticate": challenge, **(headers or {})})
+
+
+class NotFound(StreamerError):
+    status, code, title = 404, "not_found", "Not Found"
+    default_detail = "No resource exists at this path."
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    default_detail = "The model does not exist or is not visible to this organization."
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+    default_detail = "The training run does not exist for this model."
+
+
+class NoCompletedRun(NotFound):
+    code = "no_completed_run"
+    default_detail = "The model has no completed training run."
+
+
+class LogsExpired(NotFound):
+    code = "logs_expired"
+    default_detail = "The logs of this run have expired under the retention policy."
+
+
+class LogsPurged(NotFound):
+    code = "logs_purged"
+    default_detail = "The logs of this run have been purged."
+
+
+class MethodNotAllowed(StreamerError):
+    status, code, title = 405, "method_not_allowed", "Method Not Allowed"
+    default_detail = "Only GET and HEAD are allowed on this path."
+
+    def __init__(self, allow: str = "GET, HEAD"):
+        super().__init__(None, {"Allow": allow})
+
+
+class RangeNotSatisfiable(StreamerError):
+    status, code, title = 416, "range_not_satisfiable", "Range Not Satisfiable"
+    default_detail = "The requested range lies outside the log."
+
+    def __init__(self, size: int):
+        super().__init__(None, {"Content-Range": f"bytes */{size}"})
+
+
+class UpstreamError(StreamerError):
+    status, code, title = 502, "upstream_error", "Bad Gateway"
+    default_detail = "The object store failed to answer."
+
+
+class Overloaded(StreamerError):
+    status, code, title = 503, "overloaded", "Service Unavailable"
+    default_detail = "Too many downloads are running; retry shortly."
+
+    def __init__(self, retry_after: int = 1):
+        super().__init__(None, {"Retry-After": str(retry_after)})
+
+
+def problem(error: StreamerError, request_id: str) -> bytes:
+    """The RFC 9457 body of `error`."""
+    return orjson.dumps(
+        {
+            "type": PROBLEM_TYPE_BASE + error.code,
+            "title": error.title,
+            "status": error.status,
+            "detail": error.detail,
+            "code": error.code,
+            "request_id": request_id,
+        }
+    )
