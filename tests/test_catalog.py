@@ -1,0 +1,700 @@
+"""The catalog: ids, default run, retention, malformed metadata, caching, concurrency."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import orjson
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from streamer.catalog import MODEL_ID, RUN_ID, Catalog, LogObject, valid_model_id, valid_run_id
+from streamer.errors import (
+    LogsExpired,
+    LogsPurged,
+    ModelNotFound,
+    NoCompletedRun,
+    RunNotFound,
+)
+from streamer.storage import ObjectInfo, Store
+
+NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+ORG = "org-acme"
+MODEL = "mdl-churn"
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+NEAR_MISSES = [
+    "",
+    "mdl-",
+    "run-",
+    "mdl-_a",
+    "run--a",
+    "MDL-a",
+    "mdl-a/b",
+    "run-a/b",
+    "mdl-../x",
+    "run-..",
+    "mdl-a\n",
+    "run-a\n",
+    "mdl-a\r\n",
+    "mdl-a b",
+    "mdl-a\x00",
+    "mdl-é",
+    "run-é",
+    "mdl-a٣",
+    "run-٣",
+    "mdl-\uff41",
+    "mdl-a" + "b" * 128,
+    "run-a" + "b" * 128,
+    " mdl-a",
+    "mdl-a.log",
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class SpyStore(Store):
+    """A real store that records every call and how many reads overlap."""
+
+    def __init__(self, fs: Any, root: str, url: str) -> None:
+        super().__init__(fs, root, url)
+        self.calls: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fail: dict[str, BaseException] = {}
+
+    def reads(self, suffix: str) -> list[str]:
+        return [key for op, key in self.calls if op == "read_bytes" and key.endswith(suffix)]
+
+    async def read_bytes(self, key: str) -> bytes:
+        self.calls.append(("read_bytes", key))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            # Yield so that concurrent reads, if the catalog issues them, overlap here.
+            await anyio.lowlevel.checkpoint()
+            if key in self.fail:
+                raise self.fail.pop(key)
+            return await super().read_bytes(key)
+        finally:
+            self.in_flight -= 1
+
+    async def list_dir(self, key: str) -> list[str]:
+        self.calls.append(("list_dir", key))
+        return await super().list_dir(key)
+
+    async def info(self, key: str) -> ObjectInfo | None:
+        self.calls.append(("info", key))
+        return await super().info(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def remove(self, key: str) -> None:
+        self.fs.rm(self.path(key))
+
+
+def memory_store() -> SpyStore:
+    store = SpyStore.from_url(f"memory://test-{uuid.uuid4().hex}")
+    assert isinstance(store, SpyStore)
+    return store
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SpyStore]:
+    spy = SpyStore.from_url(str(tmp_path)) if request.param == "local" else memory_store()
+    assert isinstance(spy, SpyStore)
+    yield spy
+    if request.param == "memory" and spy.fs.exists(spy.root):
+        spy.fs.rm(spy.root, recursive=True)
+
+
+def seed_model(store: SpyStore, model_id: str = MODEL, org: str = ORG) -> None:
+    store.put(
+        f"models/{model_id}/model.json",
+        orjson.dumps({"model_id": model_id, "organization_id": org}),
+    )
+
+
+def seed_run(
+    store: SpyStore,
+    run_id: str,
+    status: str = "completed",
+    completed_at: str | None = "2026-03-13T11:00:00Z",
+    logs_expire_at: str | None = None,
+    log: bytes | None = b"line\n",
+    gz: bool = False,
+    model_id: str = MODEL,
+    raw: bytes | None = None,
+) -> None:
+    """A run folder: run.json (or `raw` bytes instead) and its log, plain or gzip."""
+    folder = f"models/{model_id}/runs/{run_id}"
+    doc = {
+        "run_id": run_id,
+        "status": status,
+        "created_at": "2026-03-13T10:00:00Z",
+        "completed_at": completed_at,
+        "logs_expire_at": logs_expire_at,
+    }
+    store.put(f"{folder}/run.json", raw if raw is not None else orjson.dumps(doc))
+    if log is not None:
+        if gz:
+            store.put(f"{folder}/training.log.gz", gzip.compress(log))
+        else:
+            store.put(f"{folder}/training.log", log)
+
+
+async def resolve(
+    store: Store, run_id: str | None = None, model_id: str = MODEL, org: str = ORG
+) -> LogObject:
+    return await Catalog(store, ttl_s=0).resolve(model_id, org, run_id, now=NOW)
+
+
+# --- ids -------------------------------------------------------------------------------
+
+
+def reference_valid(value: str, prefix: str) -> bool:
+    body = value[len(prefix) :]
+    return (
+        value.startswith(prefix)
+        and 1 <= len(body) <= 128
+        and set(body) <= ID_CHARS
+        and body[0] not in "_-"
+    )
+
+
+id_texts = st.one_of(
+    st.text(),
+    st.sampled_from(NEAR_MISSES),
+    st.from_regex(MODEL_ID, fullmatch=True),
+    st.from_regex(RUN_ID, fullmatch=True),
+    st.builds(lambda p, s: p + s, st.sampled_from(["mdl-", "run-"]), st.text(max_size=140)),
+)
+
+
+@given(id_texts)
+def test_ids_are_exactly_the_ascii_patterns(value: str) -> None:
+    assert valid_model_id(value) == reference_valid(value, "mdl-")
+    assert valid_run_id(value) == reference_valid(value, "run-")
+
+
+def test_id_length_bounds() -> None:
+    assert valid_model_id("mdl-a" + "b" * 127)
+    assert not valid_model_id("mdl-a" + "b" * 128)
+    assert valid_run_id("run-0")
+
+
+@settings(deadline=None)
+@given(id_texts.filter(lambda v: MODEL_ID.fullmatch(v) is None))
+@example("mdl-a\n")
+@example("mdl-../../etc")
+@example("mdl-a" + "b" * 128)
+def test_malformed_model_id_never_reaches_the_store(model_id: str) -> None:
+    spy = memory_store()
+
+    async def main() -> None:
+        with pytest.raises(ModelNotFound):
+            await Catalog(spy).resolve(model_id, ORG, None, now=NOW)
+        with pytest.raises(ModelNotFound):
+            await Catalog(spy).resolve(model_id, ORG, "run-a", now=NOW)
+
+    anyio.run(main)
+    assert spy.calls == []
+
+
+@settings(deadline=None)
+@given(id_texts.filter(lambda v: RUN_ID.fullmatch(v) is None))
+@example("")
+@example("run-a\n")
+@example("run-../../model.json")
+def test_malformed_run_id_never_reaches_the_store(run_id: str) -> None:
+    spy = memory_store()
+    seed_model(spy)
+    seed_run(spy, "run-a")
+    catalog = Catalog(spy, ttl_s=60)
+
+    async def main() -> None:
+        with pytest.raises(RunNotFound):
+            await catalog.resolve(MODEL, ORG, run_id, now=NOW)
+        spy.calls.clear()
+        with pytest.raises(RunNotFound):
+            await catalog.resolve(MODEL, ORG, run_id, now=NOW)
+
+    try:
+        anyio.run(main)
+    finally:
+        spy.fs.rm(spy.root, recursive=True)
+    assert spy.calls == []  # the model is cached; the run id itself never became a key
+
+
+# --- models and organizations ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_other_organization_is_an_unknown_model(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    with pytest.raises(ModelNotFound) as foreign:
+        await resolve(store, org="org-other")
+    with pytest.raises(ModelNotFound) as unknown:
+        await resolve(store, model_id="mdl-nope")
+    with pytest.raises(ModelNotFound) as foreign_run:
+        await resolve(store, "run-a", org="org-other")
+    assert foreign.value.detail == unknown.value.detail == foreign_run.value.detail
+    assert foreign.value.code == unknown.value.code == "model_not_found"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"[]",
+        b'"org-acme"',
+        b"\xff\xfe",
+        b'{"model_id": "mdl-churn"}',
+        b'{"model_id": "mdl-churn", "organization_id": 7}',
+        b'{"model_id": "mdl-churn", "organization_id": ""}',
+        b'{"model_id": "mdl-other", "organization_id": "org-acme"}',
+    ],
+)
+async def test_malformed_model_json_is_an_unknown_model(
+    store: SpyStore, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.put(f"models/{MODEL}/model.json", raw)
+    seed_run(store, "run-a")
+    with caplog.at_level(logging.WARNING, logger="streamer.catalog"), pytest.raises(ModelNotFound):
+        await resolve(store)
+    assert [r.name for r in caplog.records] == ["streamer.catalog"]
+    assert MODEL in caplog.text
+
+
+@pytest.mark.anyio
+async def test_model_json_without_model_id_is_accepted(store: SpyStore) -> None:
+    store.put(f"models/{MODEL}/model.json", b'{"organization_id": "org-acme", "extra": [1]}')
+    seed_run(store, "run-a")
+    assert (await resolve(store)).run.run_id == "run-a"
+
+
+@pytest.mark.anyio
+async def test_unreadable_model_json_is_an_unknown_model(store: SpyStore) -> None:
+    seed_model(store)
+    store.fail[f"models/{MODEL}/model.json"] = PermissionError("denied")
+    with pytest.raises(ModelNotFound):
+        await resolve(store)
+
+
+# --- default run ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_default_is_the_latest_completed_run(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-old", completed_at="2026-03-10T00:00:00Z")
+    seed_run(store, "run-new", completed_at="2026-03-12T00:00:00Z")
+    seed_run(store, "run-zz-none", completed_at=None)
+    for status in ("queued", "running", "failed", "cancelled"):
+        seed_run(store, f"run-{status}", status=status, completed_at="2026-03-19T00:00:00Z")
+    # 10:00+02:00 is 08:00Z: earlier than run-new despite the larger wall-clock digits.
+    seed_run(store, "run-offset", completed_at="2026-03-12T01:00:00+02:00")
+    found = await resolve(store)
+    assert found.run.run_id == "run-new"
+    assert found.key == f"models/{MODEL}/runs/run-new/training.log"
+    assert found.model_id == MODEL
+    assert not found.gzip
+    assert found.info.size == len(b"line\n")
+
+
+@pytest.mark.anyio
+async def test_ties_go_to_the_greatest_run_id(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-b", completed_at="2026-03-12T00:00:00Z")
+    seed_run(store, "run-a", completed_at="2026-03-12T00:00:00Z")
+    seed_run(store, "run-B", completed_at="2026-03-12T02:00:00+02:00")  # same instant
+    assert (await resolve(store)).run.run_id == "run-b"
+
+
+@pytest.mark.anyio
+async def test_missing_completed_at_ranks_below_any_time(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-zzz", completed_at=None)
+    seed_run(store, "run-aaa", completed_at="1970-01-01T00:00:00Z")
+    assert (await resolve(store)).run.run_id == "run-aaa"
+
+
+@pytest.mark.anyio
+async def test_without_any_completed_at_the_greatest_run_id_wins(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at=None)
+    store.put(f"models/{MODEL}/runs/run-b/run.json", b'{"run_id": "run-b", "status": "completed"}')
+    store.put(f"models/{MODEL}/runs/run-b/training.log", b"")
+    found = await resolve(store)
+    assert found.run.run_id == "run-b"
+    assert found.run.created_at is None and found.run.completed_at is None
+
+
+@pytest.mark.anyio
+async def test_no_completed_run(store: SpyStore) -> None:
+    seed_model(store)
+    with pytest.raises(NoCompletedRun):
+        await resolve(store)  # no runs folder at all
+    for status in ("queued", "running", "failed", "cancelled"):
+        seed_run(store, f"run-{status}", status=status)
+    with pytest.raises(NoCompletedRun):
+        await resolve(store)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", ["queued", "running", "failed", "cancelled"])
+async def test_unfinished_runs_download_by_explicit_id(store: SpyStore, status: str) -> None:
+    seed_model(store)
+    seed_run(store, "run-x", status=status, completed_at=None)
+    assert (await resolve(store, "run-x")).run.status == status
+    store.remove(f"models/{MODEL}/runs/run-x/training.log")
+    with pytest.raises(LogsPurged):
+        await resolve(store, "run-x")
+
+
+@pytest.mark.anyio
+async def test_unknown_run(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    with pytest.raises(RunNotFound):
+        await resolve(store, "run-b")
+    store.put(f"models/{MODEL}/runs/run-c/training.log", b"log without run.json")
+    with pytest.raises(RunNotFound):
+        await resolve(store, "run-c")
+
+
+@pytest.mark.anyio
+async def test_folders_that_are_not_run_ids_are_never_read(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    for name in ("run-", "latest", "run-a.bak", "run-_x"):
+        seed_run(store, name, completed_at="2026-03-19T00:00:00Z")
+    assert (await resolve(store)).run.run_id == "run-a"
+    assert store.reads("run.json") == [f"models/{MODEL}/runs/run-a/run.json"]
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_expired_even_when_the_object_exists(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", logs_expire_at="2026-03-20T11:59:59Z")
+    with pytest.raises(LogsExpired):
+        await resolve(store)
+    with pytest.raises(LogsExpired):
+        await resolve(store, "run-a")
+
+
+@pytest.mark.anyio
+async def test_expired_beats_purged(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", logs_expire_at="2026-01-01T00:00:00Z", log=None)
+    with pytest.raises(LogsExpired):
+        await resolve(store, "run-a")
+
+
+@pytest.mark.anyio
+async def test_expiry_in_the_future_or_now_is_not_expired(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", logs_expire_at="2026-03-20T12:00:00Z")
+    seed_run(store, "run-b", logs_expire_at="2027-01-01T00:00:00Z")
+    assert (await resolve(store, "run-a")).run.logs_expire_at == NOW
+    assert (await resolve(store, "run-b")).run.run_id == "run-b"
+
+
+@pytest.mark.anyio
+async def test_now_defaults_to_the_current_time(store: SpyStore) -> None:
+    seed_model(store)
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    seed_run(store, "run-a", logs_expire_at=past)
+    with pytest.raises(LogsExpired):
+        await Catalog(store).resolve(MODEL, ORG, "run-a")
+
+
+@pytest.mark.anyio
+async def test_purged(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", log=None)
+    with pytest.raises(LogsPurged):
+        await resolve(store, "run-a")
+
+
+@pytest.mark.anyio
+async def test_the_default_never_skips_an_expired_or_purged_run(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-old", completed_at="2026-03-01T00:00:00Z")
+    seed_run(store, "run-new", completed_at="2026-03-02T00:00:00Z", log=None)
+    with pytest.raises(LogsPurged):
+        await resolve(store)
+    seed_run(
+        store, "run-new", completed_at="2026-03-02T00:00:00Z", logs_expire_at="2026-03-03T00:00:00Z"
+    )
+    with pytest.raises(LogsExpired):
+        await resolve(store)
+
+
+@pytest.mark.anyio
+async def test_gzip_fallback_and_plain_preferred(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", gz=True)
+    found = await resolve(store, "run-a")
+    assert found.gzip
+    assert found.key == f"models/{MODEL}/runs/run-a/training.log.gz"
+    seed_run(store, "run-a")  # now both exist
+    found = await resolve(store, "run-a")
+    assert not found.gzip
+    assert found.key == f"models/{MODEL}/runs/run-a/training.log"
+
+
+# --- run.json ------------------------------------------------------------------------------
+
+
+def good_run(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "run_id": "run-new",
+        "status": "completed",
+        "created_at": "2026-03-13T10:00:00Z",
+        "completed_at": "2026-03-19T00:00:00Z",
+        "logs_expire_at": None,
+    }
+    doc.update(changes)
+    return orjson.dumps({k: v for k, v in doc.items() if v is not ...})
+
+
+SECRET = "s3cr3t-content"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{" + SECRET.encode(),
+        b"",
+        b"null",
+        b'["run-new"]',
+        b"\xff" + SECRET.encode(),
+        good_run(run_id="run-other"),
+        good_run(run_id=7),
+        good_run(status="done"),
+        good_run(status=...),
+        good_run(status=None),
+        good_run(completed_at=1773878400),
+        good_run(completed_at=SECRET),
+        good_run(completed_at="2026-03-19"),
+        good_run(completed_at="2026-W12-1"),
+        good_run(completed_at="20260319T000000Z"),
+        good_run(completed_at="2026-02-30T00:00:00Z"),
+        good_run(completed_at="2026-03-19T24:00:00Z"),
+        good_run(completed_at="2026-03-19T00:00:00+24:00"),
+        good_run(completed_at="2026-03-19T00:00:00Z\n"),
+        good_run(completed_at="\uff12026-03-19T00:00:00Z"),
+        good_run(logs_expire_at="never"),
+        good_run(created_at="yesterday"),
+    ],
+)
+async def test_malformed_run_json_is_ignored_and_logged(
+    store: SpyStore, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_model(store)
+    seed_run(store, "run-old", completed_at="2026-03-01T00:00:00Z")
+    seed_run(store, "run-new", raw=raw)
+    with caplog.at_level(logging.WARNING, logger="streamer.catalog"):
+        assert (await resolve(store)).run.run_id == "run-old"
+        with pytest.raises(RunNotFound):
+            await resolve(store, "run-new")
+    assert len(caplog.records) == 2
+    for record in caplog.records:
+        assert record.name == "streamer.catalog"
+        assert record.levelno == logging.WARNING
+        assert MODEL in record.getMessage() and "run-new" in record.getMessage()
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-19T10:00:00Z", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19t10:00:00z", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19 10:00:00Z", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19T10:00:00.5Z", datetime(2026, 3, 19, 10, 0, 0, 500000, tzinfo=UTC)),
+        ("2026-03-19T10:00:00.123456789Z", datetime(2026, 3, 19, 10, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-03-19T12:30:00+02:30", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19T05:00:00-05:00", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19T10:00:00-00:00", datetime(2026, 3, 19, 10, tzinfo=UTC)),
+        ("2026-03-19T10:00:00", datetime(2026, 3, 19, 10, tzinfo=UTC)),  # naive: UTC
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        (None, None),
+        (..., None),
+    ],
+)
+async def test_rfc3339_times(store: SpyStore, text: Any, expected: datetime | None) -> None:
+    seed_model(store)
+    store.put(f"models/{MODEL}/runs/run-new/run.json", good_run(completed_at=text, extra={"a": 1}))
+    store.put(f"models/{MODEL}/runs/run-new/training.log", b"")
+    run = (await resolve(store)).run
+    assert run.completed_at == expected
+    assert run.completed_at is None or run.completed_at.tzinfo is not None
+    if expected is not None and text.endswith("+02:30"):
+        assert run.completed_at is not None
+        assert run.completed_at.utcoffset() == timezone(timedelta(hours=2, minutes=30)).utcoffset(
+            None
+        )
+
+
+@pytest.mark.anyio
+async def test_run_json_without_run_id_takes_the_folder_name(store: SpyStore) -> None:
+    seed_model(store)
+    store.put(f"models/{MODEL}/runs/run-new/run.json", good_run(run_id=...))
+    store.put(f"models/{MODEL}/runs/run-new/training.log", b"")
+    assert (await resolve(store)).run.run_id == "run-new"
+
+
+# --- caching and concurrency ---------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_metadata_is_cached_for_the_ttl(store: SpyStore) -> None:
+    seed_model(store)
+    for i in range(5):
+        seed_run(store, f"run-{i}", completed_at=f"2026-03-1{i}T00:00:00Z")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-4"
+    assert len(store.reads("run.json")) == 5
+    assert len(store.reads("model.json")) == 1
+
+    store.calls.clear()
+    clock.now += 4.9
+    assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-4"
+    assert (await catalog.resolve(MODEL, ORG, "run-2", now=NOW)).run.run_id == "run-2"
+    assert store.reads(".json") == []
+    # The log object is looked up every time, so a purge shows at once.
+    store.remove(f"models/{MODEL}/runs/run-4/training.log")
+    with pytest.raises(LogsPurged):
+        await catalog.resolve(MODEL, ORG, None, now=NOW)
+    assert store.reads(".json") == []
+
+    clock.now += 0.2
+    seed_run(store, "run-5", completed_at="2026-03-19T00:00:00Z")
+    assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-5"
+    assert len(store.reads("run.json")) == 6
+    assert len(store.reads("model.json")) == 1
+
+
+@pytest.mark.anyio
+async def test_explicit_run_lookup_reads_only_its_run_json(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    seed_run(store, "run-b")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    await catalog.resolve(MODEL, ORG, "run-a", now=NOW)
+    await catalog.resolve(MODEL, ORG, "run-a", now=NOW)
+    assert store.reads(".json") == [
+        f"models/{MODEL}/model.json",
+        f"models/{MODEL}/runs/run-a/run.json",
+    ]
+    assert ("list_dir", f"models/{MODEL}/runs") not in store.calls
+    clock.now += 5
+    await catalog.resolve(MODEL, ORG, "run-a", now=NOW)
+    assert len(store.reads("runs/run-a/run.json")) == 2
+
+
+@pytest.mark.anyio
+async def test_ttl_zero_disables_caching(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    catalog = Catalog(store, ttl_s=0, clock=Clock())
+    for _ in range(3):
+        await catalog.resolve(MODEL, ORG, None, now=NOW)
+    assert len(store.reads("model.json")) == 3
+    assert len(store.reads("run.json")) == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ttl_s", [5.0, 0.0])
+async def test_concurrent_cold_resolves_share_one_load(store: SpyStore, ttl_s: float) -> None:
+    seed_model(store)
+    for i in range(10):
+        seed_run(store, f"run-{i}")
+    catalog = Catalog(store, ttl_s=ttl_s, clock=Clock())
+    found: list[str] = []
+
+    async def one() -> None:
+        found.append((await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(one)
+    assert found == ["run-9"] * 8
+    assert len(store.reads("model.json")) == 1
+    assert len(store.reads("run.json")) == 10
+
+
+@pytest.mark.anyio
+async def test_a_store_failure_propagates_and_is_not_cached(store: SpyStore) -> None:
+    seed_model(store)
+    for i in range(3):
+        seed_run(store, f"run-{i}")
+    catalog = Catalog(store, ttl_s=60, clock=Clock())
+    store.fail[f"models/{MODEL}/runs/run-1/run.json"] = OSError("store down")
+    failures: list[BaseException] = []
+    found: list[str] = []
+
+    async def one() -> None:
+        try:
+            found.append((await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id)
+        except OSError as exc:
+            failures.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            group.start_soon(one)
+    # The first load fails with the bare error; the waiting request loads again.
+    assert [str(e) for e in failures] == ["store down"]
+    assert found == ["run-2"]
+    assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-2"
+
+
+@pytest.mark.anyio
+async def test_two_thousand_runs_are_read_concurrently(store: SpyStore) -> None:
+    seed_model(store)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(2000):
+        stamp = (base + timedelta(minutes=(i * 7919) % 2000)).isoformat()
+        seed_run(store, f"run-{i:05d}", completed_at=stamp, log=None)
+    latest = max(range(2000), key=lambda i: (i * 7919) % 2000)
+    store.put(f"models/{MODEL}/runs/run-{latest:05d}/training.log", b"x")
+    with anyio.fail_after(60):
+        found = await Catalog(store).resolve(MODEL, ORG, None, now=NOW)
+    assert found.run.run_id == f"run-{latest:05d}"
+    assert len(store.reads("run.json")) == 2000
+    assert 1 < store.max_in_flight <= 64
