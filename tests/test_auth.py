@@ -1,0 +1,678 @@
+"""streamer.auth: Bearer parsing, signature and claim checks, key sources, authorize()."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc import jws, jwt
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+
+from streamer import errors
+from streamer.auth import Authenticator, Principal, authorize, issue_token
+from streamer.config import ConfigError, Settings
+from tests.conftest import JWKSServer
+
+SECRET = "a-test-secret-that-is-32-bytes!!"
+ORG = "org-acme"
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+# Keys and tokens
+
+
+@cache
+def private_key(kind: str) -> PrivateKey:
+    """One key per kind for the whole module: RSA generation is slow."""
+    if kind.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind.startswith("p256"):
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind.startswith("p384"):
+        return ec.generate_private_key(ec.SECP384R1())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def public_pem(kind: str) -> bytes:
+    return (
+        private_key(kind)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def signing_key(kind: str) -> Key:
+    pem = private_key(kind).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    if kind.startswith("rsa"):
+        return RSAKey.import_key(pem)
+    if kind.startswith(("p256", "p384")):
+        return ECKey.import_key(pem)
+    return OKPKey.import_key(pem)
+
+
+def jwk(kind: str, kid: str | None, **params: str) -> dict[str, Any]:
+    data: dict[str, Any] = dict(signing_key(kind).as_dict(private=False))
+    data.update(params)
+    if kid is not None:
+        data["kid"] = kid
+    return data
+
+
+def jwks_bytes(*keys: dict[str, Any]) -> bytes:
+    return json.dumps({"keys": list(keys)}).encode()
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    """Valid claims for alice of org-acme; a change to None drops the claim."""
+    now = int(time.time())
+    base = {"sub": "alice", "org_id": ORG, "permissions": ["model:read"], "iat": now}
+    base["exp"] = now + 3600
+    base.update(changes)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+def sign(payload: dict[str, Any] | list[Any], key: Key, alg: str, kid: str | None = None) -> str:
+    header = {"alg": alg, **({"kid": kid} if kid is not None else {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # "EdDSA" is deprecated by RFC 9864
+        if isinstance(payload, list):
+            return jws.serialize_compact(header, json.dumps(payload), key, algorithms=[alg])
+        return jwt.encode(header, payload, key, algorithms=[alg])
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict[str, Any], payload: dict[str, Any], hmac_key: bytes | None) -> str:
+    """A token built by hand, e.g. one no library would sign."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    signature = b""
+    if hmac_key is not None:
+        signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
+    return sign(payload, OctKey.import_key(secret.encode()), "HS256")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+async def authenticate(auth: Authenticator, token: str) -> Principal:
+    return await auth.authenticate(f"Bearer {token}")
+
+
+async def reject(auth: Authenticator, header: str | None, detail: str | None = None) -> None:
+    """The header is refused with invalid_token, and the error never echoes the token."""
+    with pytest.raises(errors.InvalidToken) as caught:
+        await auth.authenticate(header)
+    error = caught.value
+    assert (error.status, error.code) == (401, "invalid_token")
+    assert error.headers["WWW-Authenticate"] == 'Bearer realm="streamer", error="invalid_token"'
+    credential = (header or "").partition(" ")[2]
+    for part in [credential, *credential.split(".")]:
+        if len(part) > 3:
+            assert part not in str(error)
+            assert part not in error.detail
+    if detail is not None:
+        assert error.detail == detail
+
+
+def hmac_auth(**changes: Any) -> Authenticator:
+    return Authenticator(Settings(jwt_secret=SECRET, **changes))
+
+
+# The Authorization header
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "header", [None, "", "Basic YWxpY2U6cHc=", "Bearer", "Bearer   ", "Token abc", "bearer"]
+)
+async def test_no_bearer_credential_is_missing_token(header: str | None) -> None:
+    with pytest.raises(errors.MissingToken) as caught:
+        await hmac_auth().authenticate(header)
+    assert (caught.value.status, caught.value.code) == (401, "missing_token")
+    assert caught.value.headers["WWW-Authenticate"] == 'Bearer realm="streamer"'
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+async def test_scheme_is_case_insensitive(scheme: str) -> None:
+    token = issue_token(SECRET, "alice", ORG, ["model:read"])
+    principal = await hmac_auth().authenticate(f"{scheme} {token}")
+    assert principal == Principal("alice", ORG, frozenset({"model:read"}))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "abc",
+        "a.b.c",
+        "a.b",
+        "a.b.c.d",
+        "!!!.???.***",
+        "eyJhbGciOiJIUzI1NiJ9.e30=.abc",
+        "x" * 100_000 + ".y.z",
+        b64(b"not json") + "." + b64(b"{}") + ".sig",
+        b64(b"[1, 2]") + "." + b64(b"{}") + ".sig",
+        b64(b'"alg"') + "." + b64(b"{}") + ".sig",
+        b64(b"[" * 1500 + b"]" * 1500) + "." + b64(b"{}") + ".sig",
+        b64(b'{"typ": "JWT"}') + "." + b64(b"{}") + ".sig",
+        "tok en.a.b",
+    ],
+)
+async def test_garbage_is_invalid_token(credential: str) -> None:
+    await reject(hmac_auth(), f"Bearer {credential}")
+
+
+@pytest.mark.anyio
+async def test_signed_payload_that_is_not_a_claims_object() -> None:
+    token = sign([1, 2, 3], OctKey.import_key(SECRET.encode()), "HS256")
+    await reject(hmac_auth(), f"Bearer {token}", "The token's claims are malformed.")
+
+
+# HMAC
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+async def test_hmac_tokens(alg: str) -> None:
+    token = issue_token(SECRET, "alice", ORG, ["model:read", "x"], algorithm=alg)
+    principal = await authenticate(hmac_auth(), token)
+    assert principal == Principal("alice", ORG, frozenset({"model:read", "x"}))
+
+
+@pytest.mark.anyio
+async def test_wrong_secret_is_a_bad_signature() -> None:
+    token = issue_token("another-secret-of-32-bytes-long!", "alice", ORG, ["model:read"])
+    await reject(hmac_auth(), f"Bearer {token}", "The token's signature is invalid.")
+
+
+@pytest.mark.anyio
+async def test_tampered_payload_is_a_bad_signature() -> None:
+    header, _, signature = issue_token(SECRET, "alice", ORG, ["model:read"]).split(".")
+    forged = b64(json.dumps(claims(sub="mallory")).encode())
+    await reject(hmac_auth(), f"Bearer {header}.{forged}.{signature}")
+
+
+@pytest.mark.anyio
+async def test_alg_none_is_rejected() -> None:
+    token = raw_token({"alg": "none", "typ": "JWT"}, claims(), None)
+    await reject(hmac_auth(), f"Bearer {token}")
+    for alg in ["None", "NONE"]:
+        await reject(hmac_auth(), f"Bearer {raw_token({'alg': alg}, claims(), None)}")
+
+
+@pytest.mark.anyio
+async def test_algorithm_outside_the_allow_list() -> None:
+    auth = hmac_auth(jwt_algorithms=("HS512",))
+    await reject(
+        auth,
+        f"Bearer {issue_token(SECRET, 'alice', ORG, ['model:read'])}",
+        "The token's signing algorithm is not accepted.",
+    )
+    assert await authenticate(auth, issue_token(SECRET, "a", ORG, [], algorithm="HS512"))
+
+
+@pytest.mark.anyio
+async def test_unknown_header_parameters_are_tolerated_but_b64_is_not() -> None:
+    with_nonce = raw_token({"alg": "HS256", "nonce": "n"}, claims(), SECRET.encode())
+    assert await authenticate(hmac_auth(), with_nonce)
+    unencoded = raw_token({"alg": "HS256", "b64": True, "crit": ["b64"]}, claims(), SECRET.encode())
+    await reject(hmac_auth(), f"Bearer {unencoded}", "The token is malformed.")
+
+
+# Public keys from a PEM file
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kind", "alg"),
+    [
+        ("rsa", "RS256"),
+        ("rsa", "RS512"),
+        ("rsa", "PS256"),
+        ("p256", "ES256"),
+        ("p384", "ES384"),
+        ("ed25519", "EdDSA"),
+        ("ed25519", "Ed25519"),
+    ],
+)
+async def test_public_key_file(tmp_path: Path, kind: str, alg: str) -> None:
+    path = write(tmp_path, "key.pem", public_pem(kind))
+    auth = Authenticator(Settings(jwt_public_key_file=path))
+    await auth.start()
+    assert auth.ready
+    principal = await authenticate(auth, sign(claims(), signing_key(kind), alg, kid="any"))
+    assert principal == Principal("alice", ORG, frozenset({"model:read"}))
+    forged = sign(claims(), signing_key(kind + "-other"), alg)
+    await reject(auth, f"Bearer {forged}", "The token's signature is invalid.")
+
+
+@pytest.mark.anyio
+async def test_ec_key_accepts_only_its_curve_algorithm(tmp_path: Path) -> None:
+    auth = Authenticator(Settings(jwt_public_key_file=write(tmp_path, "k", public_pem("p256"))))
+    await reject(auth, f"Bearer {sign(claims(), signing_key('p384'), 'ES384')}")
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'RS256')}")
+
+
+@pytest.mark.anyio
+async def test_hmac_signed_with_the_public_key_is_rejected(tmp_path: Path) -> None:
+    """The classic confusion attack: the public PEM bytes used as an HMAC secret."""
+    pem = public_pem("rsa")
+    path = write(tmp_path, "key.pem", pem)
+    forged = raw_token({"alg": "HS256", "typ": "JWT"}, claims(), pem)
+    await reject(Authenticator(Settings(jwt_public_key_file=path)), f"Bearer {forged}")
+    both = Authenticator(Settings(jwt_public_key_file=path, jwt_secret=SECRET))
+    await reject(both, f"Bearer {forged}", "The token's signature is invalid.")
+    with pytest.raises(ConfigError):
+        Authenticator(Settings(jwt_public_key_file=path, jwt_algorithms=("HS256", "RS256")))
+
+
+@pytest.mark.anyio
+async def test_secret_and_public_key_together(tmp_path: Path) -> None:
+    path = write(tmp_path, "key.pem", public_pem("rsa"))
+    auth = Authenticator(Settings(jwt_public_key_file=path, jwt_secret=SECRET))
+    assert await authenticate(auth, issue_token(SECRET, "alice", ORG, []))
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256"))
+
+
+# JWKS
+
+
+@pytest.mark.anyio
+async def test_jwks_from_a_file(tmp_path: Path) -> None:
+    document = jwks_bytes(jwk("rsa", "r1"), jwk("ed25519", "e1"), jwk("p256", None))
+    path = write(tmp_path, "jwks.json", document)
+    auth = Authenticator(Settings(jwks_url=path))
+    assert not auth.ready
+    await auth.start()
+    assert auth.ready
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256", kid="r1"))
+    assert await authenticate(auth, sign(claims(), signing_key("ed25519"), "EdDSA", kid="e1"))
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "PS256"))
+    assert await authenticate(auth, sign(claims(), signing_key("p256"), "ES256"))
+    # A kid names one key: the RSA key does not verify a token that names the Ed25519 one.
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'RS256', kid='e1')}")
+    file_url = Authenticator(Settings(jwks_url=Path(path).as_uri()))
+    await file_url.start()
+    assert await authenticate(file_url, sign(claims(), signing_key("rsa"), "RS256", kid="r1"))
+
+
+@pytest.mark.anyio
+async def test_jwks_key_alg_and_use_are_respected(tmp_path: Path) -> None:
+    document = jwks_bytes(jwk("rsa", "r1", alg="RS256"), jwk("p256", "enc", use="enc"))
+    auth = Authenticator(Settings(jwks_url=write(tmp_path, "jwks.json", document)))
+    await auth.start()
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256", kid="r1"))
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'PS256', kid='r1')}")
+    await reject(auth, f"Bearer {sign(claims(), signing_key('p256'), 'ES256', kid='enc')}")
+
+
+@pytest.mark.anyio
+async def test_jwks_never_verifies_hmac_tokens(tmp_path: Path) -> None:
+    secret_jwk = {"kty": "oct", "k": b64(SECRET.encode()), "kid": "s1"}
+    document = jwks_bytes(jwk("rsa", "r1"), secret_jwk)
+    auth = Authenticator(Settings(jwks_url=write(tmp_path, "jwks.json", document)))
+    await auth.start()
+    token = sign(claims(), OctKey.import_key(SECRET.encode()), "HS256", kid="s1")
+    await reject(auth, f"Bearer {token}", "The token's signing algorithm is not accepted.")
+    pem_forgery = raw_token({"alg": "HS256", "kid": "r1"}, claims(), public_pem("rsa"))
+    await reject(auth, f"Bearer {pem_forgery}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"not json",
+        b"[]",
+        b'{"keys": {}}',
+        b'{"keys": []}',
+        b'{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}',
+        b'{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+    ],
+)
+async def test_jwks_unusable_at_start_is_a_config_error(tmp_path: Path, document: bytes) -> None:
+    auth = Authenticator(Settings(jwks_url=write(tmp_path, "jwks.json", document)))
+    with pytest.raises(ConfigError, match="STREAMER_JWKS_URL"):
+        await auth.start()
+    assert not auth.ready
+
+
+@pytest.mark.anyio
+async def test_jwks_unreachable_at_start_is_a_config_error(tmp_path: Path) -> None:
+    for url in [str(tmp_path / "missing.json"), "http://127.0.0.1:9/jwks.json"]:
+        with pytest.raises(ConfigError, match="STREAMER_JWKS_URL") as caught:
+            await Authenticator(Settings(jwks_url=url)).start()
+        assert "\n" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_jwks_over_http_refetches_at_most_once_per_30_s(jwks_server: JWKSServer) -> None:
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"))
+    clock = FakeClock()
+    auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=clock)
+    await auth.start()
+    assert jwks_server.hits == 1
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256", kid="k1"))
+    assert jwks_server.hits == 1
+
+    new_key = signing_key("rsa-other")
+    await reject(auth, f"Bearer {sign(claims(), new_key, 'RS256', kid='k2')}")
+    assert jwks_server.hits == 2  # unknown kid: one refetch
+    await reject(auth, f"Bearer {sign(claims(), new_key, 'RS256', kid='k3')}")
+    clock.now += 29.9
+    await reject(auth, f"Bearer {sign(claims(), new_key, 'RS256', kid='k2')}")
+    assert jwks_server.hits == 2  # within 30 s: none
+
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"), jwk("rsa-other", "k2"))
+    clock.now += 0.2
+    assert await authenticate(auth, sign(claims(), new_key, "RS256", kid="k2"))
+    assert jwks_server.hits == 3  # after 30 s: the rotated key is fetched and verifies
+    assert await authenticate(auth, sign(claims(), new_key, "RS256", kid="k2"))
+    assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256", kid="k1"))
+    assert jwks_server.hits == 3
+
+
+@pytest.mark.anyio
+async def test_jwks_known_kid_with_bad_signature_does_not_refetch(
+    jwks_server: JWKSServer,
+) -> None:
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"))
+    auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=FakeClock())
+    await auth.start()
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa-other'), 'RS256', kid='k1')}")
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'RS256')[:-4]}AAAA")
+    assert jwks_server.hits == 1
+
+
+@pytest.mark.anyio
+async def test_jwks_concurrent_unknown_kids_share_one_fetch(jwks_server: JWKSServer) -> None:
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"))
+    auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=FakeClock())
+    await auth.start()
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"), jwk("ed25519", "k2"))
+    jwks_server.delay_s = 0.3
+    token = sign(claims(), signing_key("ed25519"), "EdDSA", kid="k2")
+    results: list[Principal] = []
+    ticks = 0
+
+    async def one() -> None:
+        results.append(await authenticate(auth, token))
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while len(results) < 10:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ticker)
+            for _ in range(10):
+                tasks.start_soon(one)
+    assert len(results) == 10
+    assert jwks_server.hits == 2
+    assert ticks >= 10  # the fetch ran in a thread; the event loop kept turning
+
+
+@pytest.mark.anyio
+async def test_jwks_failed_refetch_keeps_the_old_keys(jwks_server: JWKSServer) -> None:
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"))
+    clock = FakeClock()
+    auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=clock)
+    await auth.start()
+    for status, document in [(500, b"oops"), (200, b"{not json"), (200, b'{"keys": []}')]:
+        jwks_server.status, jwks_server.document = status, document
+        clock.now += 31
+        await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'RS256', kid='new')}")
+        assert await authenticate(auth, sign(claims(), signing_key("rsa"), "RS256", kid="k1"))
+    assert jwks_server.hits == 4
+    assert auth.ready
+
+
+@pytest.mark.anyio
+async def test_jwks_with_a_secret_and_an_allow_list(jwks_server: JWKSServer) -> None:
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"), jwk("p256", "k2"))
+    settings = Settings(
+        jwks_url=jwks_server.url, jwt_secret=SECRET, jwt_algorithms=("HS256", "ES256")
+    )
+    auth = Authenticator(settings, clock=FakeClock())
+    await auth.start()
+    assert await authenticate(auth, issue_token(SECRET, "alice", ORG, []))
+    assert await authenticate(auth, sign(claims(), signing_key("p256"), "ES256", kid="k2"))
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa'), 'RS256', kid='k1')}")
+    # An HS256 token naming an unknown kid is checked against the secret, with no refetch.
+    assert await authenticate(
+        auth, sign(claims(), OctKey.import_key(SECRET.encode()), "HS256", "x")
+    )
+    assert jwks_server.hits == 1
+
+
+# Claims
+
+
+TIME_ERRORS = {
+    "exp": "The token has expired.",
+    "nbf": "The token is not valid yet.",
+    "iat": "The token was issued in the future.",
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("claim", "offset_s"), [("exp", -35), ("nbf", 35), ("iat", 35)])
+async def test_times_beyond_the_leeway(claim: str, offset_s: int) -> None:
+    token = hs256(claims(**{claim: int(time.time()) + offset_s}))
+    await reject(hmac_auth(), f"Bearer {token}", TIME_ERRORS[claim])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("claim", "offset_s"), [("exp", -20), ("nbf", 20), ("iat", 20)])
+async def test_times_within_the_leeway(claim: str, offset_s: int) -> None:
+    token = hs256(claims(**{claim: int(time.time()) + offset_s}))
+    assert await authenticate(hmac_auth(), token)
+    await reject(hmac_auth(jwt_leeway_s=0), f"Bearer {token}", TIME_ERRORS[claim])
+
+
+@pytest.mark.anyio
+async def test_expiry_is_exclusive() -> None:
+    token = hs256(claims(exp=int(time.time())))
+    await reject(hmac_auth(jwt_leeway_s=0), f"Bearer {token}", TIME_ERRORS["exp"])
+
+
+@pytest.mark.anyio
+async def test_issue_token_now_and_ttl() -> None:
+    now = time.time()
+    auth = hmac_auth()
+    expired = issue_token(SECRET, "alice", ORG, ["model:read"], ttl_s=60, now=now - 60 - 31)
+    await reject(auth, f"Bearer {expired}", "The token has expired.")
+    assert await authenticate(auth, issue_token(SECRET, "a", ORG, [], ttl_s=60, now=now - 70))
+    future = issue_token(SECRET, "alice", ORG, ["model:read"], now=now + 60)
+    await reject(auth, f"Bearer {future}", "The token was issued in the future.")
+    assert await authenticate(auth, issue_token(SECRET, "a", ORG, [], now=now + 20))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("changes", "detail"),
+    [
+        ({"sub": None}, "The token has no subject."),
+        ({"sub": ""}, "The token has no subject."),
+        ({"sub": 42}, "The token has no subject."),
+        ({"exp": None}, "The token has no expiry time."),
+        ({"exp": "9999999999"}, "The token's claims are malformed."),
+        ({"exp": True}, "The token's claims are malformed."),
+        ({"exp": 1e400}, "The token's claims are malformed."),
+        ({"nbf": "0"}, "The token's claims are malformed."),
+        ({"iat": [0]}, "The token's claims are malformed."),
+    ],
+)
+async def test_required_claims_and_types(changes: dict[str, Any], detail: str) -> None:
+    await reject(hmac_auth(), f"Bearer {hs256(claims(**changes))}", detail)
+
+
+@pytest.mark.anyio
+async def test_issuer_and_audience() -> None:
+    auth = hmac_auth(jwt_issuer="https://idp.example", jwt_audience="streamer")
+    good = {"iss": "https://idp.example", "aud": "streamer"}
+    assert await authenticate(auth, hs256(claims(**good)))
+    assert await authenticate(auth, hs256(claims(**(good | {"aud": ["other", "streamer"]}))))
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"iss": None}, "The token's issuer is not accepted."),
+        ({"iss": "https://evil.example"}, "The token's issuer is not accepted."),
+        ({"iss": ["https://idp.example"]}, "The token's issuer is not accepted."),
+        ({"aud": None}, "The token's audience is not accepted."),
+        ({"aud": "other"}, "The token's audience is not accepted."),
+        ({"aud": ["other"]}, "The token's audience is not accepted."),
+        ({"aud": {"streamer": 1}}, "The token's audience is not accepted."),
+    ]
+    for bad, detail in cases:
+        await reject(auth, f"Bearer {hs256(claims(**(good | bad)))}", detail)
+    issued = issue_token(SECRET, "a", ORG, [], issuer="https://idp.example", audience="streamer")
+    assert await authenticate(auth, issued)
+    # Unconfigured, iss and aud are not checked.
+    assert await authenticate(hmac_auth(), hs256(claims(iss="x", aud="y")))
+
+
+@pytest.mark.anyio
+async def test_permissions_scope_and_organization_claims() -> None:
+    async def principal(auth: Authenticator, **changes: Any) -> Principal:
+        return await authenticate(auth, hs256(claims(**changes)))
+
+    auth = hmac_auth()
+    mixed = await principal(auth, permissions=["a", 1, None, "b"], scope="c  d organization:viewer")
+    assert mixed.permissions == frozenset({"a", "b", "c", "d", "organization:viewer"})
+    assert (await principal(auth, permissions="model:read")).permissions == frozenset()
+    assert (await principal(auth, scope=["x"])).permissions == frozenset({"model:read"})
+    assert (await principal(auth, org_id=7)).organization is None
+    custom = hmac_auth(jwt_org_claim="tenant", jwt_permissions_claim="roles")
+    renamed = await principal(custom, tenant="org-x", roles=["model:read"])
+    assert renamed == Principal("alice", "org-x", frozenset({"model:read"}))
+    issued = issue_token(SECRET, "a", "org-y", ["r"], org_claim="tenant", permissions_claim="roles")
+    assert await authenticate(custom, issued) == Principal("a", "org-y", frozenset({"r"}))
+
+
+# authorize()
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("alice", ORG, frozenset({"model:read"})),
+        Principal("alice", ORG, frozenset({"organization:viewer", "x"})),
+    ],
+)
+def test_authorize_allows(principal: Principal) -> None:
+    authorize(principal)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("alice", ORG, frozenset()),
+        Principal("alice", ORG, frozenset({"model:write", "Model:Read", "model:read:all"})),
+        Principal("alice", None, frozenset({"model:read"})),
+        Principal("alice", "", frozenset({"model:read"})),
+    ],
+)
+def test_authorize_forbids(principal: Principal) -> None:
+    with pytest.raises(errors.Forbidden) as caught:
+        authorize(principal)
+    assert (caught.value.status, caught.value.code) == (403, "insufficient_scope")
+
+
+@pytest.mark.anyio
+async def test_authorize_from_tokens() -> None:
+    auth = hmac_auth()
+    authorize(
+        await authenticate(auth, hs256(claims(permissions=None, scope="organization:viewer")))
+    )
+    cases: list[dict[str, Any]] = [{"org_id": None}, {"org_id": 42}, {"permissions": ["x"]}]
+    for changes in cases:
+        with pytest.raises(errors.Forbidden):
+            authorize(await authenticate(auth, hs256(claims(**changes))))
+
+
+# Configuration
+
+
+def test_no_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no JWT key"):
+        Authenticator(Settings())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"jwt_secret": "short"}, "STREAMER_JWT_SECRET"),
+        ({"jwt_secret": SECRET, "jwt_algorithms": ("RS256",)}, "STREAMER_JWT_ALGORITHMS"),
+        ({"jwt_secret": SECRET, "jwt_algorithms": ("HS256", "XS1")}, "unsupported algorithm"),
+        ({"jwt_secret": SECRET, "jwt_algorithms": ("HS256", "ES256")}, "verifies ES256"),
+        ({"jwks_url": "x.json", "jwt_algorithms": ("HS256",)}, "verifies HS256"),
+        ({"jwt_public_key_file": "/nonexistent/key.pem"}, "cannot read"),
+    ],
+)
+def test_config_errors(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        Authenticator(Settings(**settings))
+    assert "\n" not in str(caught.value)
+
+
+def test_unusable_key_files(tmp_path: Path) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    private = private_key("p256").private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    secp192 = ec.generate_private_key(ec.SECP192R1()).public_key()
+    spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    cases = {
+        b"not a key": "no PEM public key",
+        private: "no PEM public key",
+        weak.public_bytes(*spki): "at least 2048 bits",
+        secp192.public_bytes(*spki): "unsupported key",
+    }
+    for data, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            Authenticator(Settings(jwt_public_key_file=write(tmp_path, "key.pem", data)))
+    with pytest.raises(ConfigError, match="not a public key"):
+        Authenticator(Settings(jwt_secret=public_pem("rsa").decode()))
+
+
+def test_issue_token_is_hmac_only() -> None:
+    with pytest.raises(ValueError, match="algorithm"):
+        issue_token(SECRET, "alice", ORG, [], algorithm="RS256")
+    with pytest.raises(ConfigError):
+        issue_token("short", "alice", ORG, [])
