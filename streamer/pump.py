@@ -1,0 +1,146 @@
+"""Moves one object from the store to the client.
+
+The rules this module keeps:
+- Bounded memory. A producer task reads at most `buffer_chunks` chunks ahead into a
+  bounded anyio memory object stream; the consumer awaits ASGI `send` per chunk, and
+  uvicorn's flow control holds `send` while the client is slow, so a slow client slows
+  the storage reads instead of filling memory.
+- Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
+  watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
+  consumer at once; the reader is closed on every path.
+- Abort on upstream failure. Before the first byte a store error is raised to the caller,
+  which still can answer with a status. After it, `StreamAborted` is raised so the server
+  drops the connection: the client sees a short body or an unterminated chunked body,
+  never a clean end of a truncated file. A source that ends before `length` bytes is such
+  a failure too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .storage import ObjectReader
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Outcome = Literal["complete", "client_disconnect", "upstream_abort"]
+
+
+class Transform(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+
+
+class StreamAborted(Exception):
+    """The response had started when the source failed; the connection must be dropped."""
+
+
+class TruncatedSource(Exception):
+    """The object ended before the size announced in Content-Length."""
+
+
+@dataclass
+class Transfer:
+    """What happened to one download, for metrics and the access log."""
+
+    outcome: Outcome = "complete"
+    bytes_sent: int = 0
+    started_at: float = field(default_factory=time.perf_counter)
+    first_byte_at: float | None = None
+    error: BaseException | None = None
+
+
+async def pump(
+    reader: ObjectReader,
+    start: Message,
+    send: Send,
+    receive: Receive,
+    *,
+    chunk_size: int,
+    buffer_chunks: int,
+    transform: Transform | None = None,
+    length: int | None = None,
+) -> Transfer:
+    """Send `start`, then the reader's bytes (through `transform`), then the end.
+
+    `length` is the exact number of bytes to send (Content-Length or a range); the read
+    stops there, and a source that ends sooner aborts the transfer.
+    """
+    transfer = Transfer()
+    chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=buffer_chunks)
+    started = False
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_produce, reader, chunks, chunk_size, transform, length, transfer)
+        tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
+        with pending:
+            async for chunk in pending:
+                if not started:
+                    await send(start)
+                    started = True
+                    transfer.first_byte_at = time.perf_counter()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                transfer.bytes_sent += len(chunk)
+        if transfer.error is None:
+            if not started:
+                await send(start)
+                transfer.first_byte_at = time.perf_counter()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        tasks.cancel_scope.cancel()
+    if transfer.error is not None and transfer.outcome != "client_disconnect":
+        if not started:
+            raise transfer.error
+        transfer.outcome = "upstream_abort"
+        raise StreamAborted("the store failed after the response had started") from (transfer.error)
+    return transfer
+
+
+async def _produce(
+    reader: ObjectReader,
+    chunks: MemoryObjectSendStream[bytes],
+    chunk_size: int,
+    transform: Transform | None,
+    length: int | None,
+    transfer: Transfer,
+) -> None:
+    remaining = length
+    try:
+        with chunks:
+            while remaining is None or remaining > 0:
+                size = chunk_size if remaining is None else min(chunk_size, remaining)
+                data = await reader.read(size)
+                if not data:
+                    if remaining:
+                        raise TruncatedSource(f"{remaining} bytes short of the announced size")
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                if transform is not None:
+                    data = transform.feed(data)
+                    if not data:
+                        continue
+                await chunks.send(data)
+            if transform is not None and (tail := transform.finish()):
+                await chunks.send(tail)
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as exc:
+        transfer.error = exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.aclose()
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, transfer: Transfer) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            transfer.outcome = "client_disconnect"
+            scope.cancel()
+            return

@@ -1,0 +1,200 @@
+"""The pump in-process, with fake ASGI receive/send and hang guards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from streamer.encoders import LineEncoder
+from streamer.pump import Message, StreamAborted, TruncatedSource, pump
+
+pytestmark = pytest.mark.anyio
+
+START: Message = {"type": "http.response.start", "status": 200, "headers": []}
+
+
+class Source:
+    """An endless (or failing) reader that records how far it was read and whether closed."""
+
+    def __init__(
+        self, chunk: bytes = b"x" * 1024, fail_after: int | None = None, total: int | None = None
+    ):
+        self.chunk, self.fail_after, self.total = chunk, fail_after, total
+        self.reads = 0
+        self.closed = False
+
+    async def read(self, size: int) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        if self.fail_after is not None and self.reads >= self.fail_after:
+            raise ConnectionResetError("upstream reset")
+        if self.total is not None and self.reads * len(self.chunk) >= self.total:
+            return b""
+        self.reads += 1
+        return self.chunk[:size]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Client:
+    """Fake ASGI peer: records what was sent; can block sends or disconnect."""
+
+    def __init__(self, disconnect_after: int | None = None, block_after: int | None = None):
+        self.messages: list[Message] = []
+        self.disconnect_after = disconnect_after
+        self.block_after = block_after
+        self.disconnected = anyio.Event()
+        self.blocked = anyio.Event()
+        self.requested = False
+
+    async def send(self, message: Message) -> None:
+        self.messages.append(message)
+        bodies = len(self.bodies)
+        if self.disconnect_after is not None and bodies >= self.disconnect_after:
+            self.disconnected.set()
+        if self.block_after is not None and bodies >= self.block_after:
+            self.blocked.set()
+            await anyio.sleep_forever()
+
+    async def receive(self) -> Message:
+        if not self.requested:
+            self.requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [m for m in self.messages if m["type"] == "http.response.body"]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m["body"] for m in self.bodies)
+
+
+async def test_sends_everything_then_a_clean_end() -> None:
+    source, client = Source(total=10 * 1024), Client()
+    with anyio.fail_after(5):
+        transfer = await pump(
+            source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2
+        )
+    assert client.messages[0] is START
+    assert client.body == b"x" * 10 * 1024
+    assert client.bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert transfer.outcome == "complete" and transfer.bytes_sent == 10 * 1024
+    assert source.closed
+
+
+async def test_length_stops_the_read_exactly() -> None:
+    source, client = Source(total=10 * 1024), Client()
+    with anyio.fail_after(5):
+        await pump(
+            source,
+            START,
+            client.send,
+            client.receive,
+            chunk_size=1000,
+            buffer_chunks=2,
+            length=2500,
+        )
+    assert client.body == b"x" * 2500
+
+
+async def test_disconnect_stops_the_producer_and_closes_the_reader() -> None:
+    source, client = Source(), Client(disconnect_after=3)
+    with anyio.fail_after(5):
+        transfer = await pump(
+            source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2
+        )
+    assert transfer.outcome == "client_disconnect"
+    assert source.closed
+    reads = source.reads
+    await anyio.wait_all_tasks_blocked()
+    assert source.reads == reads
+    assert client.bodies[-1]["more_body"] is True  # never a clean end
+
+
+async def test_slow_client_bounds_read_ahead() -> None:
+    source, client = Source(), Client(block_after=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                lambda: pump(
+                    source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=3
+                )
+            )
+            await client.blocked.wait()
+            await anyio.wait_all_tasks_blocked()
+            # one chunk at the client, three buffered, one in the producer's hand
+            assert source.reads <= 1 + 3 + 1
+            client.disconnect_after = 0
+            client.disconnected.set()
+    assert source.closed
+
+
+async def test_failure_before_the_first_byte_is_raised_to_the_caller() -> None:
+    source, client = Source(fail_after=0), Client()
+    with anyio.fail_after(5), pytest.raises(ConnectionResetError):
+        await pump(source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2)
+    assert client.messages == []
+    assert source.closed
+
+
+async def test_failure_after_the_first_byte_aborts() -> None:
+    source, client = Source(fail_after=5), Client()
+    with anyio.fail_after(5), pytest.raises(StreamAborted) as caught:
+        await pump(source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2)
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+    assert client.messages[0] is START
+    assert all(m["more_body"] for m in client.bodies)
+    assert source.closed
+
+
+async def test_short_source_aborts() -> None:
+    source, client = Source(total=3 * 1024), Client()
+    with anyio.fail_after(5), pytest.raises(StreamAborted) as caught:
+        await pump(
+            source,
+            START,
+            client.send,
+            client.receive,
+            chunk_size=1024,
+            buffer_chunks=2,
+            length=4096,
+        )
+    assert isinstance(caught.value.__cause__, TruncatedSource)
+    assert all(m["more_body"] for m in client.bodies)
+
+
+async def test_json_transform_aborts_without_closing_bracket() -> None:
+    line = b"2026-03-13T10:00:00Z [INFO] hello\n"
+    source, client = Source(chunk=line, fail_after=4), Client()
+    with anyio.fail_after(5), pytest.raises(StreamAborted):
+        await pump(
+            source,
+            START,
+            client.send,
+            client.receive,
+            chunk_size=1024,
+            buffer_chunks=2,
+            transform=LineEncoder("json"),
+        )
+    assert client.body.startswith(b"[")
+    assert not client.body.rstrip().endswith(b"]")
+
+
+async def test_json_transform_of_empty_source() -> None:
+    source, client = Source(total=0), Client()
+    with anyio.fail_after(5):
+        await pump(
+            source,
+            START,
+            client.send,
+            client.receive,
+            chunk_size=1024,
+            buffer_chunks=2,
+            transform=LineEncoder("json"),
+        )
+    assert client.body == b"[]"
