@@ -53,16 +53,20 @@ class _FileReader:
 
 
 class _S3Reader:
-    """One streamed GET from `offset` to the end (s3fs's own streamed read, made seekable)."""
+    """One streamed GET of [start, end) (s3fs's own streamed read, made ranged)."""
 
-    def __init__(self, fs: Any, path: str, offset: int) -> None:
-        self._fs, self._path, self._offset = fs, path, offset
+    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
+        self._fs, self._path, self._start, self._end = fs, path, start, end
         self._body: Any = None
 
     async def read(self, size: int) -> bytes:
         if self._body is None:
             bucket, key, version = self._fs.split_path(self._path)
-            extra = {"Range": f"bytes={self._offset}-"} if self._offset else {}
+            extra: dict[str, str] = {}
+            if self._end is not None:
+                extra["Range"] = f"bytes={self._start}-{self._end - 1}"
+            elif self._start:
+                extra["Range"] = f"bytes={self._start}-"
             if version:
                 extra["VersionId"] = version
             response = await self._fs._call_s3("get_object", Bucket=bucket, Key=key, **extra)
@@ -79,8 +83,8 @@ class _S3Reader:
 class _RangedReader:
     """Sequential ranged reads through any async fsspec filesystem (GCS and others)."""
 
-    def __init__(self, fs: AsyncFileSystem, path: str, offset: int, size: int | None) -> None:
-        self._fs, self._path, self._position, self._size = fs, path, offset, size
+    def __init__(self, fs: AsyncFileSystem, path: str, start: int, end: int | None) -> None:
+        self._fs, self._path, self._position, self._size = fs, path, start, end
 
     async def read(self, size: int) -> bytes:
         if self._size is not None and self._position >= self._size:
@@ -192,17 +196,21 @@ class Store:
             return None
         return ObjectInfo(size=raw.get("size"), etag=_etag(raw), modified=_modified(raw))
 
-    async def open(self, key: str, offset: int = 0, size: int | None = None) -> ObjectReader:
-        """A reader from `offset` to the end; FileNotFoundError when the object is gone."""
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        """A reader of bytes [start, end) (to the object's end when `end` is None).
+
+        FileNotFoundError when the object is gone. Callers that know the size pass it as
+        `end`, so that no store reads ahead of what will be sent.
+        """
         path = self.path(key)
         if not self.is_async:
             file = self.fs.open(path, "rb")
-            if offset:
-                file.seek(offset)
+            if start:
+                file.seek(start)
             return _FileReader(file)
-        if self.fs.protocol[0] == "s3" or "s3" in self.fs.protocol:
-            return _S3Reader(self.fs, path, offset)
-        return _RangedReader(self.fs, path, offset, size)
+        if "s3" in self.fs.protocol:
+            return _S3Reader(self.fs, path, start, end)
+        return _RangedReader(self.fs, path, start, end)
 
     async def ping(self) -> None:
         """Raise StoreUnreachable unless the root can be listed."""

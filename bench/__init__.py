@@ -1,0 +1,1 @@
+"""Benchmarks for streamer: see bench/README.md."""

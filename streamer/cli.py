@@ -1,0 +1,165 @@
+"""The `streamer` command: serve, token, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .auth import Authenticator, issue_token
+from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
+from .storage import Store, StoreUnreachable
+
+EXIT_CONFIG = 2
+
+
+def _fail(reason: str) -> int:
+    print(f"streamer: {reason}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+async def _preflight(settings: Settings) -> None:
+    """Everything `serve` refuses to start without: keys loaded, store reachable."""
+    auth = Authenticator(settings)
+    await auth.start()
+    store = Store.from_url(settings.storage_url)
+    try:
+        await store.ping()
+    finally:
+        await store.aclose()
+
+
+def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
+    try:
+        asyncio.run(_preflight(settings))
+    except (ConfigError, StoreUnreachable) as exc:
+        return _fail(str(exc))
+    # Worker processes build their app from the environment: hand them the flags there.
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[ENV_PREFIX + name.upper()] = value
+    import uvicorn
+
+    uvicorn.run(
+        "streamer.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.grace_s) or None,
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get(ENV_PREFIX + "JWT_SECRET")
+    if not secret:
+        return _fail("no secret: set STREAMER_JWT_SECRET or pass --secret")
+    try:
+        settings = load_settings(os.environ)
+        token = issue_token(
+            secret,
+            args.sub,
+            args.org,
+            args.permission or ["model:read"],
+            ttl_s=args.ttl,
+            algorithm=args.alg,
+            org_claim=settings.jwt_org_claim,
+            permissions_claim=settings.jwt_permissions_claim,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(token)
+    return 0
+
+
+def _demo(args: argparse.Namespace, flags: dict[str, str | None]) -> int:
+    from . import demo
+
+    root = Path(args.dir).resolve()
+    print(f"seeding demo store in {root} ...", file=sys.stderr)
+    demo.seed(root)
+    secret_file = root / ".jwt-secret"
+    secret = os.environ.get(ENV_PREFIX + "JWT_SECRET")
+    if not secret:
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(32))
+            secret_file.chmod(0o600)
+        secret = secret_file.read_text().strip()
+        os.environ[ENV_PREFIX + "JWT_SECRET"] = secret
+    flags = {**flags, "storage_url": str(root)}
+    try:
+        settings = load_settings(os.environ, flags)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    token = issue_token(secret, "alice", demo.ORG, ["model:read"], ttl_s=86400)
+    base = f"http://{settings.host}:{settings.port}/api/v1/models"
+    auth = f'-H "Authorization: Bearer {token}"'
+    print(
+        f"""
+streamer demo: serving {root}
+token (org {demo.ORG}, model:read, 24 h):
+  export TOKEN={token}
+
+  # the latest completed run, raw (about 50 MB), saved as training-log-{demo.LATEST_RUN}.txt
+  curl -sSOJ {auth} {base}/{demo.MODEL}/training-metrics/logs/download
+  # the same run as JSON
+  curl -sSOJ {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?format=json"
+  # a gzip-stored run, by id, through the legacy alias
+  curl -sS {auth} "{base}/{demo.MODEL}/training/metrics/logs/download?run_id=run-20260310-gz0001"
+  # errors: expired (404 logs_expired), purged (404 logs_purged), other tenant (404)
+  curl -sS {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?run_id=run-20260301-old001"
+  curl -sS {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?run_id=run-20260305-purged"
+  curl -sS {auth} {base}/mdl-fraud/training-metrics/logs/download
+""",
+        flush=True,
+    )
+    return _serve(settings, flags)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the download API")
+    add_arguments(serve)
+    token = commands.add_parser("token", help="print a signed development token")
+    token.add_argument("--sub", required=True, help="subject (user id)")
+    token.add_argument("--org", required=True, help="organization id")
+    token.add_argument("--permission", action="append", help="repeatable; default model:read")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    token.add_argument("--alg", default="HS256", choices=["HS256", "HS384", "HS512"])
+    token.add_argument("--secret", help="HMAC key (default: STREAMER_JWT_SECRET)")
+    demo = commands.add_parser("demo", help="seed a demo store and serve it")
+    demo.add_argument("--dir", default="var/demo", help="where to seed the store")
+    add_arguments(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    flags: dict[str, str | None] = {
+        name: value
+        for name, value in vars(args).items()
+        if name not in ("command", "dir") and value is not None
+    }
+    if args.command == "demo":
+        return _demo(args, flags)
+    try:
+        settings = load_settings(os.environ, flags)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return _serve(settings, flags)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

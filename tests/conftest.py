@@ -1,0 +1,222 @@
+"""Shared fixtures: a seeded store, signed tokens, and streamer on a real loopback socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from streamer.app import Streamer
+from streamer.auth import issue_token
+from streamer.config import Settings
+from tests.dataset import ORG, seed
+
+SECRET = "test-secret-of-at-least-thirty-two-bytes!"
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def secret() -> str:
+    return SECRET
+
+
+@pytest.fixture(scope="session")
+def make_token() -> TokenFactory:
+    def make(
+        org: str = ORG,
+        permissions: tuple[str, ...] = ("model:read",),
+        sub: str = "alice",
+        ttl_s: int = 3600,
+    ) -> str:
+        return issue_token(SECRET, sub, org, list(permissions), ttl_s=ttl_s)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def token(make_token: TokenFactory) -> str:
+    return make_token()
+
+
+@pytest.fixture(scope="session")
+def local_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("store")
+    seed(str(root))
+    return str(root)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@dataclass
+class Running:
+    url: str
+    app: Streamer
+
+
+def serve_in_thread(settings: Settings) -> Generator[Running, None, None]:
+    """streamer under uvicorn, in a thread of this process, on a real loopback socket."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = Streamer(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        if not server.ready.wait(30):
+            raise RuntimeError("streamer did not start")
+        host, port = sock.getsockname()
+        yield Running(f"http://{host}:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def base_settings(local_store: str) -> Settings:
+    return Settings(storage_url=local_store, jwt_secret=SECRET, catalog_ttl_s=0)
+
+
+@pytest.fixture(scope="session")
+def server(base_settings: Settings) -> Iterator[Running]:
+    yield from serve_in_thread(base_settings)
+
+
+@pytest.fixture
+def settings_server() -> Iterator[Callable[..., Running]]:
+    """Start a server with its own settings; stopped at the end of the test."""
+    stack: list[Generator[Running, None, None]] = []
+
+    def start(settings: Settings, **changes: Any) -> Running:
+        generator = serve_in_thread(replace(settings, **changes))
+        stack.append(generator)
+        return next(generator)
+
+    yield start
+    for generator in reversed(stack):
+        generator.close()
+
+
+class ServerProcess:
+    """`streamer serve` as a child process; ready once uvicorn says it is running."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), *args],
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(60) or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError("streamer serve did not start:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if "Uvicorn running on" in line:
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise LookupError(field)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return self.process.returncode
+
+
+@dataclass
+class JWKSServer:
+    httpd: ThreadingHTTPServer
+    url: str
+    document: bytes = b"{}"
+    status: int = 200
+    delay_s: float = 0.0
+    hits: int = 0
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JWKSServer]:
+    state: list[JWKSServer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            server = state[0]
+            server.hits += 1
+            time.sleep(server.delay_s)
+            self.send_response(server.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(server.document)))
+            self.end_headers()
+            self.wfile.write(server.document)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.append(JWKSServer(httpd, f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state[0]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)

@@ -1,0 +1,158 @@
+"""The `streamer` command as a child process: exit codes, tokens, a real serve, big files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from streamer.auth import Authenticator
+from streamer.config import Settings
+from streamer.demo import training_log
+from tests.conftest import SECRET, ServerProcess, TokenFactory
+from tests.dataset import put
+
+PATH = "/api/v1/models/{}/training-metrics/logs/download"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "reason"),
+    [
+        ([], {"STREAMER_STORAGE_URL": "{store}"}, "key"),
+        ([], {"STREAMER_STORAGE_URL": "{store}/missing", "STREAMER_JWT_SECRET": SECRET}, "store"),
+        (
+            ["--port", "http"],
+            {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_SECRET": SECRET},
+            "--port",
+        ),
+        (
+            [],
+            {
+                "STREAMER_STORAGE_URL": "{store}",
+                "STREAMER_JWT_SECRET": SECRET,
+                "STREAMER_CHUNK_SIZE": "0",
+            },
+            "STREAMER_CHUNK_SIZE",
+        ),
+        (
+            [],
+            {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_PUBLIC_KEY_FILE": "{store}/none.pem"},
+            "key",
+        ),
+        (
+            [],
+            {
+                "STREAMER_STORAGE_URL": "{store}",
+                "STREAMER_JWT_SECRET": SECRET,
+                "STREAMER_JWT_ALGORITHMS": "none",
+            },
+            "none",
+        ),
+    ],
+)
+def test_serve_refuses_to_start(
+    local_store: str, args: list[str], env: dict[str, str], reason: str
+) -> None:
+    result = run_cli("serve", *args, env={k: v.format(store=local_store) for k, v in env.items()})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert reason.lower() in lines[0].lower()
+    assert SECRET not in result.stderr
+
+
+def test_flag_wins_over_variable(local_store: str) -> None:
+    result = run_cli(
+        "serve",
+        "--storage-url",
+        local_store + "/missing",
+        env={"STREAMER_STORAGE_URL": local_store, "STREAMER_JWT_SECRET": SECRET},
+    )
+    assert result.returncode == 2
+    assert "missing" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_token_command_prints_a_verifiable_token() -> None:
+    result = run_cli(
+        "token",
+        "--sub",
+        "bob",
+        "--org",
+        "org-x",
+        "--permission",
+        "model:read",
+        "--ttl",
+        "60",
+        env={"STREAMER_JWT_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    principal = await Authenticator(Settings(jwt_secret=SECRET)).authenticate(
+        "Bearer " + result.stdout.strip()
+    )
+    assert (principal.subject, principal.organization) == ("bob", "org-x")
+    assert "model:read" in principal.permissions
+
+
+def test_token_without_secret_fails() -> None:
+    result = run_cli("token", "--sub", "bob", "--org", "org-x")
+    assert result.returncode == 2
+
+
+@pytest.mark.slow
+def test_300_mb_log_byte_identical_with_bounded_memory(
+    tmp_path: Path, make_token: TokenFactory
+) -> None:
+    root = str(tmp_path)
+    put(root, "models/mdl-big/model.json", orjson.dumps({"organization_id": "org-acme"}))
+    put(
+        root,
+        "models/mdl-big/runs/run-big/run.json",
+        orjson.dumps(
+            {"run_id": "run-big", "status": "completed", "completed_at": "2026-03-13T11:00:00Z"}
+        ),
+    )
+    block = training_log(1024 * 1024)
+    log = tmp_path / "models/mdl-big/runs/run-big/training.log"
+    expected = hashlib.sha256()
+    with log.open("wb") as file:
+        for _ in range(300):
+            file.write(block)
+            expected.update(block)
+    server = ServerProcess([], {"STREAMER_STORAGE_URL": root, "STREAMER_JWT_SECRET": SECRET})
+    try:
+        idle = server.rss_kib()
+        digest = hashlib.sha256()
+        headers = {"Authorization": f"Bearer {make_token()}"}
+        with httpx.stream(
+            "GET", server.url + PATH.format("mdl-big"), headers=headers, timeout=60
+        ) as response:
+            assert response.status_code == 200
+            assert int(response.headers["content-length"]) == 300 * len(block)
+            for chunk in response.iter_raw():
+                digest.update(chunk)
+        assert digest.hexdigest() == expected.hexdigest()
+        peak = server.rss_kib("VmHWM")
+        # The stated bound: idle RSS + 64 MiB, for a 300 MB artifact and 4 x 1 MiB buffers.
+        print(f"server RSS idle {idle} KiB, peak {peak} KiB")
+        assert peak - idle < 64 * 1024, (idle, peak)
+    finally:
+        # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
+        assert server.stop() in (0, -15)
