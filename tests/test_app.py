@@ -1,0 +1,169 @@
+"""The whole app in-process (fake ASGI peer) and over a socket, when things go wrong."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from streamer.app import Streamer
+from streamer.config import Settings
+from streamer.pump import Message, StreamAborted
+from streamer.storage import ObjectReader, Store
+from tests.conftest import SECRET, Running, TokenFactory
+from tests.dataset import put
+
+PATH = "/api/v1/models/mdl-big/training-metrics/logs/download"
+CHUNK = 64 * 1024
+LOG_LINE = b"2026-03-13T10:00:00Z [INFO] a line of the log\n"
+LOG_SIZE = len(LOG_LINE) * 100_000
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local store with one 4.6 MB log; returns the log's path."""
+    root = tmp_path_factory.mktemp("big")
+    put(str(root), "models/mdl-big/model.json", b'{"organization_id": "org-acme"}')
+    put(
+        str(root),
+        "models/mdl-big/runs/run-1/run.json",
+        b'{"run_id": "run-1", "status": "completed", "completed_at": "2026-03-13T00:00:00Z"}',
+    )
+    log = root / "models/mdl-big/runs/run-1/training.log"
+    log.write_bytes(LOG_LINE * (LOG_SIZE // len(LOG_LINE)))
+    return log
+
+
+def settings_for(log: Path) -> Settings:
+    root = log.parents[4]  # <root>/models/<model>/runs/<run>/training.log
+    return Settings(storage_url=str(root), jwt_secret=SECRET, chunk_size=CHUNK)
+
+
+def open_fds_to(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+class Peer:
+    """A client that reads `keep` body messages and then goes away."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.messages: list[Message] = []
+        self.gone = anyio.Event()
+        self.asked = False
+
+    async def receive(self) -> Message:
+        if not self.asked:
+            self.asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.messages.append(message)
+        if sum(m["type"] == "http.response.body" for m in self.messages) >= self.keep:
+            self.gone.set()
+
+
+def scope(token: str, query: bytes = b"") -> dict[str, object]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": PATH,
+        "query_string": query,
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("query", [b"", b"format=json"])
+async def test_disconnect_mid_stream_closes_the_file(
+    big_store: Path, token: str, query: bytes
+) -> None:
+    app = Streamer(settings_for(big_store))
+    peer = Peer(keep=3)
+    with anyio.fail_after(10):
+        await app(scope(token, query), peer.receive, peer.send)
+    bodies = [m for m in peer.messages if m["type"] == "http.response.body"]
+    assert peer.messages[0]["status"] == 200
+    assert all(m.get("more_body") for m in bodies)  # never a clean end
+    assert sum(len(m["body"]) for m in bodies) < LOG_SIZE
+    assert open_fds_to(big_store) == 0
+
+
+class FailingReader:
+    def __init__(self, inner: ObjectReader, after: int) -> None:
+        self.inner, self.left = inner, after
+
+    async def read(self, size: int) -> bytes:
+        if self.left <= 0:
+            raise ConnectionResetError("store went away")
+        self.left -= 1
+        return await self.inner.read(size)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def failing_store(store: Store, after: int) -> None:
+    original = store.open
+
+    async def open(key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        return FailingReader(await original(key, start, end), after)
+
+    store.open = open  # type: ignore[method-assign]
+
+
+@pytest.mark.anyio
+async def test_store_failure_mid_stream_raises_to_the_server(big_store: Path, token: str) -> None:
+    app = Streamer(settings_for(big_store))
+    failing_store(app.store, after=2)
+    peer = Peer(keep=10**9)
+    with anyio.fail_after(10), pytest.raises(StreamAborted):
+        await app(scope(token), peer.receive, peer.send)
+    assert peer.messages[0]["status"] == 200
+    assert open_fds_to(big_store) == 0
+
+
+@pytest.mark.anyio
+async def test_store_failure_before_the_first_byte_is_a_502(big_store: Path, token: str) -> None:
+    app = Streamer(settings_for(big_store))
+    failing_store(app.store, after=0)
+    peer = Peer(keep=10**9)
+    with anyio.fail_after(10):
+        await app(scope(token), peer.receive, peer.send)
+    assert peer.messages[0]["status"] == 502
+    assert b"upstream_error" in peer.messages[1]["body"]
+    assert b"store went away" not in peer.messages[1]["body"]
+
+
+@pytest.mark.parametrize("query", ["", "?format=json"])
+def test_store_failure_mid_stream_breaks_the_connection(
+    big_store: Path,
+    make_token: TokenFactory,
+    settings_server: Callable[..., Running],
+    query: str,
+) -> None:
+    running = settings_server(settings_for(big_store))
+    failing_store(running.app.store, after=5)
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    received = bytearray()
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("GET", running.url + PATH + query, headers=headers) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_raw():
+                received += chunk
+    assert 0 < len(received) < LOG_SIZE
+    if query:
+        assert not received.rstrip().endswith(b"]")
