@@ -85,7 +85,7 @@ class Forbidden(StreamerError):
     default_detail = "The token lacks the model:read or organization:viewer permission."
 
     def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
-        challenge = f'{REALM}, error="insufficient_scope", scope="model:read"'
+        challenge = f'{REALM}, error="insufficient_scope"'
         super().__init__(detail, {"WWW-Authenticate": challenge, **(headers or {})})
 
 
