@@ -102,16 +102,22 @@ def _parse_timestamp(value: object) -> datetime | None:
         raise _Malformed("a time is not a calendar date") from None
 
 
-def _parse_run(run_id: str, data: bytes) -> Run:
-    """The run.json of folder `run_id`; raises _Malformed."""
+def _document(data: bytes, id_key: str, folder: str) -> dict[str, Any]:
+    """A JSON object whose `id_key`, when present, names its folder; raises _Malformed."""
     try:
         doc: Any = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise _Malformed("not valid JSON") from None
     if not isinstance(doc, dict):
         raise _Malformed("not a JSON object")
-    if doc.get("run_id", run_id) != run_id:
-        raise _Malformed("run_id does not match the folder name")
+    if doc.get(id_key, folder) != folder:
+        raise _Malformed(f"{id_key} does not match the folder name")
+    return doc
+
+
+def _parse_run(run_id: str, data: bytes) -> Run:
+    """The run.json of folder `run_id`; raises _Malformed."""
+    doc = _document(data, "run_id", run_id)
     status = doc.get("status")
     if status not in _STATUSES:
         raise _Malformed("status is missing or unknown")
@@ -126,14 +132,7 @@ def _parse_run(run_id: str, data: bytes) -> Run:
 
 def _parse_model(model_id: str, data: bytes) -> str:
     """The organization_id of the model.json of folder `model_id`; raises _Malformed."""
-    try:
-        doc: Any = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise _Malformed("not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise _Malformed("not a JSON object")
-    if doc.get("model_id", model_id) != model_id:
-        raise _Malformed("model_id does not match the folder name")
+    doc = _document(data, "model_id", model_id)
     organization = doc.get("organization_id")
     if not isinstance(organization, str) or not organization:
         raise _Malformed("organization_id is missing or not a string")

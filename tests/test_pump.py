@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from streamer.encoders import LineEncoder
-from streamer.pump import Message, StreamAborted, TruncatedSource, pump
+from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump
 
 pytestmark = pytest.mark.anyio
 
@@ -74,12 +74,16 @@ class Client:
         return b"".join(m["body"] for m in self.bodies)
 
 
+async def run(source: Source, client: Client, **options: Any) -> Transfer:
+    """pump() with small chunks and a hang guard."""
+    options = {"chunk_size": 1024, "buffer_chunks": 2, **options}
+    with anyio.fail_after(5):
+        return await pump(source, START, client.send, client.receive, **options)
+
+
 async def test_sends_everything_then_a_clean_end() -> None:
     source, client = Source(total=10 * 1024), Client()
-    with anyio.fail_after(5):
-        transfer = await pump(
-            source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2
-        )
+    transfer = await run(source, client)
     assert client.messages[0] is START
     assert client.body == b"x" * 10 * 1024
     assert client.bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
@@ -89,25 +93,13 @@ async def test_sends_everything_then_a_clean_end() -> None:
 
 async def test_length_stops_the_read_exactly() -> None:
     source, client = Source(total=10 * 1024), Client()
-    with anyio.fail_after(5):
-        await pump(
-            source,
-            START,
-            client.send,
-            client.receive,
-            chunk_size=1000,
-            buffer_chunks=2,
-            length=2500,
-        )
+    await run(source, client, chunk_size=1000, length=2500)
     assert client.body == b"x" * 2500
 
 
 async def test_disconnect_stops_the_producer_and_closes_the_reader() -> None:
     source, client = Source(), Client(disconnect_after=3)
-    with anyio.fail_after(5):
-        transfer = await pump(
-            source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2
-        )
+    transfer = await run(source, client)
     assert transfer.outcome == "client_disconnect"
     assert source.closed
     reads = source.reads
@@ -120,11 +112,7 @@ async def test_slow_client_bounds_read_ahead() -> None:
     source, client = Source(), Client(block_after=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(
-                lambda: pump(
-                    source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=3
-                )
-            )
+            tasks.start_soon(lambda: run(source, client, buffer_chunks=3))
             await client.blocked.wait()
             await anyio.wait_all_tasks_blocked()
             # one chunk at the client, three buffered, one in the producer's hand
@@ -136,16 +124,16 @@ async def test_slow_client_bounds_read_ahead() -> None:
 
 async def test_failure_before_the_first_byte_is_raised_to_the_caller() -> None:
     source, client = Source(fail_after=0), Client()
-    with anyio.fail_after(5), pytest.raises(ConnectionResetError):
-        await pump(source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2)
+    with pytest.raises(ConnectionResetError):
+        await run(source, client)
     assert client.messages == []
     assert source.closed
 
 
 async def test_failure_after_the_first_byte_aborts() -> None:
     source, client = Source(fail_after=5), Client()
-    with anyio.fail_after(5), pytest.raises(StreamAborted) as caught:
-        await pump(source, START, client.send, client.receive, chunk_size=1024, buffer_chunks=2)
+    with pytest.raises(StreamAborted) as caught:
+        await run(source, client)
     assert isinstance(caught.value.__cause__, ConnectionResetError)
     assert client.messages[0] is START
     assert all(m["more_body"] for m in client.bodies)
@@ -154,16 +142,8 @@ async def test_failure_after_the_first_byte_aborts() -> None:
 
 async def test_short_source_aborts() -> None:
     source, client = Source(total=3 * 1024), Client()
-    with anyio.fail_after(5), pytest.raises(StreamAborted) as caught:
-        await pump(
-            source,
-            START,
-            client.send,
-            client.receive,
-            chunk_size=1024,
-            buffer_chunks=2,
-            length=4096,
-        )
+    with pytest.raises(StreamAborted) as caught:
+        await run(source, client, length=4096)
     assert isinstance(caught.value.__cause__, TruncatedSource)
     assert all(m["more_body"] for m in client.bodies)
 
@@ -171,30 +151,13 @@ async def test_short_source_aborts() -> None:
 async def test_json_transform_aborts_without_closing_bracket() -> None:
     line = b"2026-03-13T10:00:00Z [INFO] hello\n"
     source, client = Source(chunk=line, fail_after=4), Client()
-    with anyio.fail_after(5), pytest.raises(StreamAborted):
-        await pump(
-            source,
-            START,
-            client.send,
-            client.receive,
-            chunk_size=1024,
-            buffer_chunks=2,
-            transform=LineEncoder("json"),
-        )
+    with pytest.raises(StreamAborted):
+        await run(source, client, transform=LineEncoder("json"))
     assert client.body.startswith(b"[")
     assert not client.body.rstrip().endswith(b"]")
 
 
 async def test_json_transform_of_empty_source() -> None:
     source, client = Source(total=0), Client()
-    with anyio.fail_after(5):
-        await pump(
-            source,
-            START,
-            client.send,
-            client.receive,
-            chunk_size=1024,
-            buffer_chunks=2,
-            transform=LineEncoder("json"),
-        )
+    await run(source, client, transform=LineEncoder("json"))
     assert client.body == b"[]"
