@@ -19,16 +19,12 @@ from streamer.config import Settings
 from streamer.pump import Message
 from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET
-from tests.dataset import put, seed
+from tests.dataset import big_log, put, seed
 
 pytestmark = pytest.mark.anyio
 
 PATH = "/api/v1/models/mdl-big/training-metrics/logs/download"
-BIG = b"".join(
-    b"2026-03-13T10:%02d:%02d.000Z [INFO] step %07d loss=0.%04d\n"
-    % (i // 60 % 60, i % 60, i, i % 9973)
-    for i in range(80_000)
-)
+BIG = big_log(80_000)
 KEY = "models/mdl-big/runs/run-big/training.log"
 # The default run of mdl-big; run-bigz (gzip) completed earlier.
 RUN_JSON = b'{"status": "completed", "completed_at": "2026-03-13T11:00:00Z"}'

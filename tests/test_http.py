@@ -224,7 +224,12 @@ def test_default_run_txt(server: Running, token: str, path: str) -> None:
 
 
 def test_head_matches_get(server: Running, token: str) -> None:
-    for params in ({}, {"format": "json"}, {"run_id": "run-gz"}):
+    for params in (
+        {},
+        {"format": "json"},
+        {"format": "ndjson", "fields": "ecs"},
+        {"run_id": "run-gz"},
+    ):
         got = get(server, token=token, **params)
         head = get(server, token=token, method="HEAD", **params)
         assert head.status_code == got.status_code == 200
