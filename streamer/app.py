@@ -17,7 +17,14 @@ from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
 from .encoders import LineEncoder
 from .errors import StreamerError
-from .plan import ResponsePlan, match_download, parse_query, plan_response, request_id
+from .plan import (
+    ResponsePlan,
+    match_download,
+    negotiation_headers,
+    parse_query,
+    plan_response,
+    request_id,
+)
 from .pump import Receive, Send, StreamAborted, Transform, pump
 from .storage import GzipReader, ObjectReader, Store
 
@@ -89,7 +96,12 @@ class Streamer:
             assert principal.organization is not None  # authorize() refuses None
             log = await self.catalog.resolve(model_id, principal.organization, query.run_id)
             plan = plan_response(
-                log, query, method, headers, gzip=self.settings.gzip, now=datetime.now(UTC)
+                log,
+                query,
+                method,
+                negotiation_headers(headers),
+                gzip=self.settings.gzip,
+                now=datetime.now(UTC),
             )
             await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:

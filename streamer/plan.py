@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 
 from .catalog import LogObject
 from .coding import accepts_gzip
@@ -155,20 +155,7 @@ def plan_response(
     on_the_fly = gzip and client_gzip and not passthrough and spec is None
     coding = "gzip" if passthrough or on_the_fly else "identity"
 
-    etag = None
-    if log.info.etag is not None or log.info.modified is not None:
-        parts = [
-            log.key,
-            log.info.etag or "",
-            log.info.modified.isoformat() if log.info.modified else "",
-            str(size),
-            query.format,
-            coding,
-        ]
-        if query.format != "txt":
-            parts += [query.fields, ENCODING_VERSION]
-        # On-the-fly gzip bytes depend on zlib and the chunking: equivalent, not identical.
-        etag = make_etag(parts, weak=on_the_fly)
+    etag = _etag(log, query, coding, weak=on_the_fly)
     modified = log.info.modified
     validators = [(b"vary", b"Accept-Encoding")]
     if etag is not None:
@@ -210,3 +197,42 @@ def plan_response(
         fields=query.fields,
         gzip=on_the_fly,
     )
+
+
+def _etag(log: LogObject, query: Query, coding: str, *, weak: bool) -> str | None:
+    """Our entity tag of one representation of `log`; None when the store gives no version."""
+    info = log.info
+    if info.etag is None and info.modified is None:
+        return None
+    parts = [
+        log.key,
+        info.etag or "",
+        info.modified.isoformat() if info.modified else "",
+        str(info.size),
+        query.format,
+        coding,
+    ]
+    if query.format != "txt":
+        parts += [query.fields, ENCODING_VERSION]
+    # On-the-fly gzip bytes depend on zlib and the chunking: equivalent, not identical.
+    return make_etag(parts, weak=weak)
+
+
+NEGOTIATION_HEADERS = (
+    "accept-encoding",
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+)
+
+
+def negotiation_headers(headers: Headers) -> dict[str, str]:
+    """The request headers `plan_response` reads, a header sent on several lines joined.
+
+    Joined, two `Range` lines read as two ranges (ignored) and two `If-None-Match` lines
+    as one list, as RFC 9110 section 5.3 says they combine.
+    """
+    return {
+        name: ", ".join(values) for name in NEGOTIATION_HEADERS if (values := headers.getlist(name))
+    }

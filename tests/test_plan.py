@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from starlette.datastructures import Headers
 
 from streamer.catalog import LogObject, Run
 from streamer.conditions import http_date
@@ -14,6 +15,7 @@ from streamer.plan import (
     Query,
     ResponsePlan,
     content_disposition,
+    negotiation_headers,
     parse_query,
     plan_response,
 )
@@ -270,3 +272,22 @@ def test_not_modified() -> None:
     assert plan(if_none_match=etag, range="bytes=0-9").status == 304
     assert plan(if_none_match=etag, range=f"bytes={SIZE}-").status == 304
     assert plan(method="HEAD", if_none_match=etag).status == 304
+
+
+def test_headers_sent_on_several_lines_combine() -> None:
+    etag = header(plan(), "etag")
+    assert etag is not None
+    raw = Headers(
+        raw=[
+            (b"if-none-match", b'"other"'),
+            (b"if-none-match", etag.encode()),
+            (b"range", b"bytes=0-1"),
+            (b"range", b"bytes=5-6"),
+            (b"x-unrelated", b"1"),
+        ]
+    )
+    combined = negotiation_headers(raw)
+    assert combined == {"if-none-match": f'"other", {etag}', "range": "bytes=0-1, bytes=5-6"}
+    assert plan_response(PLAIN, TXT, "GET", combined, gzip=False, now=NOW).status == 304
+    del combined["if-none-match"]
+    assert plan_response(PLAIN, TXT, "GET", combined, gzip=False, now=NOW).status == 200
