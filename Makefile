@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check streamer tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The download clients the tests drive (tests/test_clients.py); installed only when missing.
+# A tool that stays missing makes its tests fail with a message, never skip.
+TOOLS := curl wget aria2c jq
+tools:
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; \
+		elif command -v sudo >/dev/null; then sudo="sudo -n"; \
+		else echo "warning: not root and no sudo; cannot install:$$missing" >&2; exit 0; fi; \
+		$$sudo apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq curl wget aria2 jq >/dev/null \
+		|| echo "warning: apt-get could not install:$$missing" >&2; \
+	fi
+
+test: $(STAMP) lint tools
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -12,15 +13,16 @@ from starlette.datastructures import Headers
 from . import errors
 from .auth import Authenticator, authorize
 from .catalog import Catalog, LogObject
+from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
 from .encoders import LineEncoder
 from .errors import StreamerError
 from .plan import (
-    MEDIA_TYPES,
-    Query,
-    content_disposition,
+    ResponsePlan,
     match_download,
+    negotiation_headers,
     parse_query,
+    plan_response,
     request_id,
 )
 from .pump import Receive, Send, StreamAborted, Transform, pump
@@ -30,19 +32,14 @@ logger = logging.getLogger("streamer")
 
 Scope = MutableMapping[str, Any]
 
-SECURITY_HEADERS = [
-    (b"cache-control", b"private, no-store"),
-    (b"x-content-type-options", b"nosniff"),
-]
-
 
 class Streamer:
     """The service as one ASGI callable."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.auth = Authenticator(settings)
-        self._store: Store | None = None
+        self._store: Store | None = store
         self._catalog: Catalog | None = None
 
     @property
@@ -98,47 +95,48 @@ class Streamer:
             authorize(principal)
             assert principal.organization is not None  # authorize() refuses None
             log = await self.catalog.resolve(model_id, principal.organization, query.run_id)
-            await self._download(log, query, method, rid, receive, send)
+            plan = plan_response(
+                log,
+                query,
+                method,
+                negotiation_headers(headers),
+                gzip=self.settings.gzip,
+                now=datetime.now(UTC),
+            )
+            await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:
             await _problem(send, error, rid, method)
 
     async def _download(
         self,
+        plan: ResponsePlan,
         log: LogObject,
-        query: Query,
         method: str,
         rid: str,
         receive: Receive,
         send: Send,
     ) -> None:
-        length = log.info.size if query.format == "txt" and not log.gzip else None
-        response_headers = [
-            (b"content-type", MEDIA_TYPES[query.format].encode()),
-            (
-                b"content-disposition",
-                content_disposition(log.run.run_id, query.format).encode(),
-            ),
-            *SECURITY_HEADERS,
-            (b"x-request-id", rid.encode()),
-        ]
-        if length is not None:
-            response_headers.append((b"content-length", str(length).encode()))
-        start = {"type": "http.response.start", "status": 200, "headers": response_headers}
-        if method == "HEAD":
+        headers = [*plan.headers, (b"x-request-id", rid.encode())]
+        start = {"type": "http.response.start", "status": plan.status, "headers": headers}
+        if method == "HEAD" or not plan.has_body:
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         chunk_size = self.settings.chunk_size
         try:
-            reader: ObjectReader = await self.store.open(log.key, end=log.info.size)
+            reader: ObjectReader = await self.store.open(log.key, plan.start, plan.end)
         except FileNotFoundError:
             raise errors.LogsPurged() from None
         except Exception as exc:
             logger.warning("store open failed for %s: %s", log.key, type(exc).__name__)
             raise errors.UpstreamError() from None
-        if log.gzip:
+        if plan.decode_gzip:
             reader = GzipReader(reader, chunk_size)
-        transform: Transform | None = LineEncoder("json") if query.format == "json" else None
+        transforms: list[Transform] = []
+        if plan.encode is not None:
+            transforms.append(LineEncoder(plan.encode, plan.fields))
+        if plan.gzip:
+            transforms.append(GzipEncoder())
         try:
             await pump(
                 reader,
@@ -147,8 +145,8 @@ class Streamer:
                 receive,
                 chunk_size=chunk_size,
                 buffer_chunks=self.settings.buffer_chunks,
-                transform=transform,
-                length=length,
+                transform=Chain(transforms) if transforms else None,
+                length=plan.length,
             )
         except FileNotFoundError:
             raise errors.LogsPurged() from None

@@ -49,6 +49,15 @@ def _algorithms(text: str) -> tuple[str, ...]:
     return names
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be one of: 1, true, yes, on, 0, false, no, off")
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
@@ -86,6 +95,7 @@ class Settings:
     max_streams: int = _setting(256, _positive_int, "concurrent downloads per process")
     drain_delay_s: float = _setting(0.0, _non_negative_float, "serve on after SIGTERM, seconds")
     grace_s: float = _setting(30.0, _non_negative_float, "time running downloads get to finish")
+    gzip: bool = _setting(False, _bool, "gzip responses on the fly for clients that accept it")
 
     def env_name(self, name: str) -> str:
         return ENV_PREFIX + name.upper()
@@ -98,12 +108,17 @@ class Settings:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one `--x` flag per setting, defaulting to None so the environment can fill in."""
     for field in fields(Settings):
+        # A yes/no setting is also a bare flag: `--gzip` means `--gzip true`.
+        switch: dict[str, Any] = (
+            {"nargs": "?", "const": "true"} if field.metadata["parse"] is _bool else {}
+        )
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=None,
             metavar=ENV_PREFIX + field.name.upper(),
             help=field.metadata["help"],
+            **switch,
         )
 
 

@@ -3,6 +3,7 @@
     StreamerError                      500 internal
     ├── BadRequest                     400
     │   ├── InvalidFormat              400 invalid_format
+    │   ├── InvalidFields              400 invalid_fields
     │   └── InvalidQuery               400 invalid_query
     ├── Unauthorized                   401
     │   ├── MissingToken               401 missing_token
@@ -51,7 +52,12 @@ class BadRequest(StreamerError):
 
 class InvalidFormat(BadRequest):
     code = "invalid_format"
-    default_detail = "The format query parameter must be one of: txt, json."
+    default_detail = "The format query parameter must be one of: txt, json, ndjson."
+
+
+class InvalidFields(BadRequest):
+    code = "invalid_fields"
+    default_detail = "The fields query parameter must be one of: default, ecs, datadog, otel."
 
 
 class InvalidQuery(BadRequest):

@@ -1,22 +1,43 @@
-"""Pure request parsing: route, query, request id and the download's headers. No I/O."""
+"""Pure request parsing: route, query, request id, and the plan of the download's response.
+
+`plan_response` decides everything about a download that does not need I/O: status (200,
+206, 304; 416 is raised), headers, the byte span to read from the store and the
+transforms on the way out. `app` only executes the plan. No I/O here.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 
-from .errors import InvalidFormat, InvalidQuery
+from .catalog import LogObject
+from .coding import accepts_gzip
+from .conditions import http_date, if_range_holds, make_etag, not_modified
+from .encoders import FIELD_NAMES, Fields
+from .errors import InvalidFields, InvalidFormat, InvalidQuery
+from .ranges import ByteRange, parse_range, resolve
 
-Format = Literal["txt", "json"]
-FORMATS: dict[str, Format] = {"txt": "txt", "json": "json"}
+Format = Literal["txt", "json", "ndjson"]
+FORMATS: dict[str, Format] = {"txt": "txt", "json": "json", "ndjson": "ndjson"}
+FIELDS: dict[str, Fields] = {name: name for name in FIELD_NAMES}
 MEDIA_TYPES: dict[Format, str] = {
     "txt": "text/plain; charset=utf-8",
     "json": "application/json",
+    "ndjson": "application/x-ndjson",
 }
+# Part of the entity tag of json and ndjson bodies: bump it when a change to the encoders
+# changes their bytes, so that no client keeps a body under the tag of another.
+ENCODING_VERSION = "1"
+SECURITY_HEADERS = [
+    (b"cache-control", b"private, no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 DOWNLOAD_ROUTE = re.compile(
     r"/api/v1/models/(?P<model_id>[^/]*)/training(?P<alias>-metrics|/metrics)/logs/download"
@@ -28,6 +49,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class Query:
     format: Format
     run_id: str | None
+    fields: Fields = "default"
 
 
 def match_download(path: str) -> str | None:
@@ -45,17 +67,24 @@ def route_name(path: str) -> str:
 
 
 def parse_query(query_string: bytes) -> Query:
-    """The download's query; InvalidFormat / InvalidQuery as SPEC section 3 says."""
+    """The download's query; InvalidFormat / InvalidFields / InvalidQuery, in that order.
+
+    `fields` is checked whatever the format; with `txt` a valid value has no effect.
+    """
     params = QueryParams(query_string)
     formats = params.getlist("format")
     if len(formats) > 1 or (formats and formats[0] not in FORMATS):
         raise InvalidFormat()
+    fields = params.getlist("fields")
+    if len(fields) > 1 or (fields and fields[0] not in FIELDS):
+        raise InvalidFields()
     run_ids = params.getlist("run_id")
     if len(run_ids) > 1:
         raise InvalidQuery("The run_id query parameter may be given only once.")
     return Query(
         format=FORMATS[formats[0]] if formats else "txt",
         run_id=run_ids[0] if run_ids else None,
+        fields=FIELDS[fields[0]] if fields else "default",
     )
 
 
@@ -73,3 +102,137 @@ def content_disposition(run_id: str, extension: str) -> str:
     """
     name = f"training-log-{run_id}.{extension}"
     return f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
+
+
+@dataclass(frozen=True)
+class ResponsePlan:
+    """What to answer: status, headers, and for a body what to read and how to send it.
+
+    The store is read over [start, end) (`end` None: to the object's end); `length` is the
+    exact number of bytes the reader (after gzip decoding, if any) must yield, None when
+    unknown. `encode` renders lines as json or ndjson; `gzip` compresses the output.
+    """
+
+    status: Literal[200, 206, 304]
+    headers: list[tuple[bytes, bytes]]
+    start: int = 0
+    end: int | None = None
+    length: int | None = None
+    decode_gzip: bool = False
+    encode: Literal["json", "ndjson"] | None = None
+    fields: Fields = "default"
+    gzip: bool = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.status != 304
+
+
+def plan_response(
+    log: LogObject,
+    query: Query,
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    gzip: bool,
+    now: datetime,
+) -> ResponsePlan:
+    """The response to a GET or HEAD of `log`; raises RangeNotSatisfiable (416).
+
+    `headers` are the request's, looked up by lower-case name. `gzip` is the
+    STREAMER_GZIP setting. The order is RFC 9110 section 13.2.2: If-None-Match, then
+    If-Modified-Since (304), then Range with If-Range (206 or 416).
+    """
+    size = log.info.size
+    client_gzip = accepts_gzip(headers.get("accept-encoding"))
+    passthrough = log.gzip and client_gzip and query.format == "txt"
+    decode = log.gzip and not passthrough
+    # Ranges are served on the bytes as stored: a plain object, or a gzip one sent as is.
+    rangeable = query.format == "txt" and not decode and size is not None
+    spec = None
+    if rangeable and method == "GET" and (value := headers.get("range")) is not None:
+        spec = parse_range(value)
+    on_the_fly = gzip and client_gzip and not passthrough and spec is None
+    coding = "gzip" if passthrough or on_the_fly else "identity"
+
+    etag = _etag(log, query, coding, weak=on_the_fly)
+    modified = log.info.modified
+    validators = [(b"vary", b"Accept-Encoding")]
+    if etag is not None:
+        validators.append((b"etag", etag.encode()))
+    if modified is not None:
+        validators.append((b"last-modified", http_date(modified).encode()))
+
+    if not_modified(headers.get("if-none-match"), headers.get("if-modified-since"), etag, modified):
+        return ResponsePlan(304, [*validators, *SECURITY_HEADERS])
+
+    span: ByteRange | None = None
+    if spec is not None and size is not None:
+        if_range = headers.get("if-range")
+        if if_range is None or if_range_holds(if_range, etag, modified, now):
+            span = resolve(spec, size)
+
+    out = [
+        (b"content-type", MEDIA_TYPES[query.format].encode()),
+        (b"content-disposition", content_disposition(log.run.run_id, query.format).encode()),
+    ]
+    if coding == "gzip":
+        out.append((b"content-encoding", b"gzip"))
+    if span is not None:
+        out.append((b"content-length", str(span.length).encode()))
+        out.append((b"content-range", span.content_range().encode()))
+    elif query.format == "txt" and not decode and not on_the_fly and size is not None:
+        out.append((b"content-length", str(size).encode()))
+    if rangeable:
+        out.append((b"accept-ranges", b"bytes"))
+    out += [*validators, *SECURITY_HEADERS]
+    return ResponsePlan(
+        status=206 if span is not None else 200,
+        headers=out,
+        start=span.start if span is not None else 0,
+        end=span.end if span is not None else size,
+        length=span.length if span is not None else (None if decode else size),
+        decode_gzip=decode,
+        encode=None if query.format == "txt" else query.format,
+        fields=query.fields,
+        gzip=on_the_fly,
+    )
+
+
+def _etag(log: LogObject, query: Query, coding: str, *, weak: bool) -> str | None:
+    """Our entity tag of one representation of `log`; None when the store gives no version."""
+    info = log.info
+    if info.etag is None and info.modified is None:
+        return None
+    parts = [
+        log.key,
+        info.etag or "",
+        info.modified.isoformat() if info.modified else "",
+        str(info.size),
+        query.format,
+        coding,
+    ]
+    if query.format != "txt":
+        parts += [query.fields, ENCODING_VERSION]
+    # On-the-fly gzip bytes depend on zlib and the chunking: equivalent, not identical.
+    return make_etag(parts, weak=weak)
+
+
+NEGOTIATION_HEADERS = (
+    "accept-encoding",
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+)
+
+
+def negotiation_headers(headers: Headers) -> dict[str, str]:
+    """The request headers `plan_response` reads, a header sent on several lines joined.
+
+    Joined, two `Range` lines read as two ranges (ignored) and two `If-None-Match` lines
+    as one list, as RFC 9110 section 5.3 says they combine.
+    """
+    return {
+        name: ", ".join(values) for name in NEGOTIATION_HEADERS if (values := headers.getlist(name))
+    }

@@ -84,12 +84,18 @@ class Running:
     app: Streamer
 
 
-def serve_in_thread(settings: Settings) -> Generator[Running, None, None]:
-    """streamer under uvicorn, in a thread of this process, on a real loopback socket."""
+def serve_in_thread(
+    settings: Settings, wrap: Callable[[Streamer], Any] | None = None
+) -> Generator[Running, None, None]:
+    """streamer under uvicorn, in a thread of this process, on a real loopback socket.
+
+    `wrap` may put ASGI middleware (a recorder, say) around the app.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     app = Streamer(settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    served = app if wrap is None else wrap(app)
+    config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on")
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

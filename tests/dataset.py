@@ -116,3 +116,12 @@ def seed(root: str, **storage_options: Any) -> None:
         if log is not None:
             name, data = ("training.log.gz", gzip.compress(log)) if gz else ("training.log", log)
             put(root, f"{folder}/{name}", data, **storage_options)
+
+
+def big_log(lines: int) -> bytes:
+    """A well-formed log of `lines` lines (about 45 bytes each), the same on every call."""
+    return b"".join(
+        b"2026-03-13T10:%02d:%02d.000Z [INFO] step %07d loss=0.%04d\n"
+        % (i // 60 % 60, i % 60, i, i % 9973)
+        for i in range(lines)
+    )

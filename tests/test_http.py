@@ -224,7 +224,12 @@ def test_default_run_txt(server: Running, token: str, path: str) -> None:
 
 
 def test_head_matches_get(server: Running, token: str) -> None:
-    for params in ({}, {"format": "json"}, {"run_id": "run-gz"}):
+    for params in (
+        {},
+        {"format": "json"},
+        {"format": "ndjson", "fields": "ecs"},
+        {"run_id": "run-gz"},
+    ):
         got = get(server, token=token, **params)
         head = get(server, token=token, method="HEAD", **params)
         assert head.status_code == got.status_code == 200
@@ -266,12 +271,16 @@ def test_explicit_run_that_is_not_completed(server: Running, token: str) -> None
 
 
 def test_gzip_object_is_decompressed(server: Running, token: str) -> None:
-    response = get(server, token=token, run_id="run-gz")
+    url = server.url + PATH.format("mdl-alpha") + "?run_id=run-gz"
+    auth = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+    response = httpx.get(url, headers=auth, timeout=30)
     assert response.status_code == 200
     assert response.content == LOG_GZ
     assert "content-length" not in response.headers
     assert "content-encoding" not in response.headers
-    as_json = get(server, token=token, run_id="run-gz", format="json")
+    assert "accept-ranges" not in response.headers
+    assert response.headers["vary"] == "Accept-Encoding"
+    as_json = httpx.get(url + "&format=json", headers=auth, timeout=30)
     assert len(orjson.loads(as_json.content)) == LOG_GZ.count(b"\n")
 
 
