@@ -20,6 +20,7 @@ import uvicorn
 from streamer.app import Streamer
 from streamer.auth import issue_token
 from streamer.config import Settings
+from streamer.observe import Observe
 from tests.dataset import ORG, seed
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
@@ -89,7 +90,7 @@ def serve_in_thread(settings: Settings) -> Generator[Running, None, None]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     app = Streamer(settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(Observe(app), log_level="warning", access_log=False, lifespan="on")
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
