@@ -24,6 +24,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -31,6 +32,7 @@ from prometheus_client import (
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise here
 REGISTRY = CollectorRegistry(auto_describe=True)
 MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 if not MULTIPROCESS:

@@ -9,6 +9,7 @@ organization, model, run, format) to the per-request dict `scope["streamer"]` th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -55,10 +56,21 @@ class _Exchange:
     streaming: bool = False
 
 
+class _OneLineCancels(logging.Filter):
+    """A download cancelled when the shutdown grace runs out is expected: say it in a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg, record.args = "download aborted: the shutdown grace ran out", ()
+            record.exc_info = None
+        return True
+
+
 class Observe:
     """Wraps the app: answers the probes, measures and logs every HTTP request."""
 
     def __init__(self, app: Streamer) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_OneLineCancels())
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
         self.readiness = Readiness(app, self.drain)

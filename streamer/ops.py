@@ -40,6 +40,7 @@ class Drain:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.draining = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def install(self) -> bool:
         """Wrap the running server's SIGTERM handler; False where that cannot be done."""
@@ -51,14 +52,19 @@ class Drain:
         loop = asyncio.get_running_loop()
         handler: Handler = previous
 
+        def arm(sig: int) -> None:
+            self._timer = loop.call_later(self.delay_s, handler, sig, None)
+
         def on_sigterm(sig: int, frame: FrameType | None) -> None:
-            if self.draining or self.delay_s <= 0:
-                self.draining = True
-                handler(sig, frame)
+            first, self.draining = not self.draining, True
+            if first and self.delay_s > 0:
+                logger.info("SIGTERM: draining; the listener closes in %g s", self.delay_s)
+                loop.call_soon_threadsafe(arm, sig)
                 return
-            self.draining = True
-            logger.info("SIGTERM: draining, /readyz fails; listener closes in %g s", self.delay_s)
-            loop.call_soon_threadsafe(loop.call_later, self.delay_s, handler, sig, None)
+            if self._timer is not None:
+                self._timer.cancel()
+            logger.info("SIGTERM: closing the listener")
+            handler(sig, frame)
 
         signal.signal(signal.SIGTERM, on_sigterm)
         return True
