@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import orjson
 
 from . import errors, metrics
@@ -74,6 +75,8 @@ class Observe:
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
         self.readiness = Readiness(app, self.drain)
+        self._inflight = 0
+        self._idle: anyio.Event | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -107,6 +110,7 @@ class Observe:
             return message
 
         outcome = "complete"
+        self._inflight += 1
         try:
             if scope["path"] in PROBES:
                 await self._probe(scope, observed_send)
@@ -122,12 +126,20 @@ class Observe:
             if outcome == "complete" and not exchange.complete:
                 outcome = "client_disconnect" if exchange.disconnected else "aborted"
             self._record(scope, exchange, outcome)
+            self._inflight -= 1
+            if self._idle is not None and not self._inflight:
+                self._idle.set()
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 self.drain.install()
             elif message["type"] == "lifespan.shutdown.complete":
+                # Requests cancelled when the grace ran out unwind now: let them log first.
+                if self._inflight:
+                    self._idle = anyio.Event()
+                    with anyio.move_on_after(5):
+                        await self._idle.wait()
                 metrics.mark_this_worker_dead()
             await send(message)
 
