@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
+import re
 import signal
 import socket
 import time
@@ -216,5 +218,79 @@ def test_two_workers_share_their_metrics(
     text = httpx.get(server.url + "/metrics", timeout=10).text
     assert metric(text, "streamer_requests_total", route=ROUTE, status="503") == overloaded
     assert metric(text, "streamer_client_disconnects_total") == 2
-    workers = {line["worker"] for line in access_lines(server) if line["model"] == "mdl-big"}
-    assert len(workers) == 2
+
+    def workers() -> set[object]:
+        return {line["worker"] for line in access_lines(server) if line["model"] == "mdl-big"}
+
+    wait_until(lambda: len(workers()) == 2, "access-log lines from both workers")
+
+
+def worker_pids(server: ServerProcess, count: int) -> list[int]:
+    """The pids of `count` workers, once each has finished its startup."""
+    wait_until(
+        lambda: sum("Application startup complete" in line for line in server.lines) >= count,
+        f"{count} workers",
+    )
+    found = [re.search(r"Started server process \[(\d+)\]", line) for line in server.lines]
+    return [int(match[1]) for match in found if match]
+
+
+def test_drain_with_two_workers(
+    big_store: tuple[str, bytes], processes: Callable[..., ServerProcess], token: str
+) -> None:
+    root, log = big_store
+    server = processes(root, "--workers", "2", "--drain-delay-s", "600", "--grace-s", "600")
+    workers = worker_pids(server, 2)
+    download = Download(server, token)
+    try:
+        assert download.status == 200
+        head = download.response.read(64 * 1024)
+        server.process.send_signal(signal.SIGTERM)  # the supervisor forwards it to each worker
+        for _ in range(4):  # either worker may answer: each must be draining
+            wait_until(lambda: status(server, "/readyz") == 503, "/readyz to fail")
+        assert status(server, PATH.format("mdl-alpha")) == 401  # still served
+        for pid in workers:  # a second SIGTERM, straight to the workers, ends the delay
+            os.kill(pid, signal.SIGTERM)
+        # The supervisor holds the listening socket until it exits, so connections are
+        # not refused yet; the workers stop accepting them.
+        wait_until(
+            lambda: sum("Shutting down" in line for line in server.lines) == 2, "the workers"
+        )
+        rest = download.response.read()
+        assert hashlib.sha256(head + rest).digest() == hashlib.sha256(log).digest()
+    finally:
+        download.close()
+    assert server.process.wait(60) == 0
+
+
+def test_a_killed_worker_stops_counting_in_live_gauges(
+    big_store: tuple[str, bytes], processes: Callable[..., ServerProcess], token: str
+) -> None:
+    root, _ = big_store
+    server = processes(root, "--workers", "2", "--max-streams", "1")
+    worker_pids(server, 2)
+    held = [Download(server, token)]
+    try:
+        while len(held) < 2:  # one download per worker, as above
+            attempt = Download(server, token)
+            if attempt.status == 200:
+                held.append(attempt)
+            else:
+                attempt.response.read()
+                attempt.close()
+
+        def active() -> float:
+            text = httpx.get(server.url + "/metrics", timeout=10).text
+            return metric(text, "streamer_active_streams")
+
+        assert active() == 2
+
+        def scraper() -> list[object]:
+            return [line["worker"] for line in access_lines(server) if line["route"] == "/metrics"]
+
+        wait_until(lambda: bool(scraper()), "the scrape's access-log line")
+        os.kill(int(str(scraper()[0])), signal.SIGKILL)  # a worker holding one stream
+        wait_until(lambda: active() == 1, "the dead worker's stream to drop out")
+    finally:
+        for download in held:
+            download.close()
