@@ -67,11 +67,14 @@ class _OneLineCancels(logging.Filter):
         return True
 
 
+_ONE_LINE_CANCELS = _OneLineCancels()
+
+
 class Observe:
     """Wraps the app: answers the probes, measures and logs every HTTP request."""
 
     def __init__(self, app: Streamer) -> None:
-        logging.getLogger("uvicorn.error").addFilter(_OneLineCancels())
+        logging.getLogger("uvicorn.error").addFilter(_ONE_LINE_CANCELS)  # added once
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
         self.readiness = Readiness(app, self.drain)
