@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv run test lint bench clean tools
+.PHONY: venv run test lint bench image clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,19 @@ test: $(STAMP) lint tools
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The container image (deploy/Dockerfile); needs a running docker or podman engine.
+IMAGE ?= streamer:dev
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build -f deploy/Dockerfile -t $(IMAGE) . ; \
+	elif command -v podman >/dev/null 2>&1; then \
+		podman build -f deploy/Dockerfile -t $(IMAGE) . ; \
+	else \
+		echo "make image: no running docker or podman engine here, so no image was built." >&2; \
+		echo "  The Dockerfile is still checked by make test (hadolint and tests/test_deploy.py)." >&2; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,6 +17,8 @@ from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
 from .encoders import LineEncoder
 from .errors import StreamerError
+from .observe import Observe, annotate
+from .ops import StreamSlots
 from .plan import (
     ResponsePlan,
     match_download,
@@ -41,6 +43,7 @@ class Streamer:
         self.auth = Authenticator(settings)
         self._store: Store | None = store
         self._catalog: Catalog | None = None
+        self.slots = StreamSlots(settings.max_streams)
 
     @property
     def store(self) -> Store:
@@ -85,16 +88,17 @@ class Streamer:
             path: str = scope["path"]
             model_id = match_download(path)
             if model_id is None:
-                if path == "/healthz":
-                    return await _plain(send, 200, b"ok\n", rid, method)
                 raise errors.NotFound()
             if method not in ("GET", "HEAD"):
                 raise errors.MethodNotAllowed()
             principal = await self.auth.authenticate(headers.get("authorization"))
+            annotate(scope, subject=principal.subject, organization=principal.organization)
             query = parse_query(scope.get("query_string", b""))
+            annotate(scope, model=model_id, format=query.format)
             authorize(principal)
             assert principal.organization is not None  # authorize() refuses None
             log = await self.catalog.resolve(model_id, principal.organization, query.run_id)
+            annotate(scope, run=log.run.run_id)
             plan = plan_response(
                 log,
                 query,
@@ -103,7 +107,8 @@ class Streamer:
                 gzip=self.settings.gzip,
                 now=datetime.now(UTC),
             )
-            await self._download(plan, log, method, rid, receive, send)
+            with self.slots.take():
+                await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:
             await _problem(send, error, rid, method)
 
@@ -157,22 +162,6 @@ class Streamer:
             raise errors.UpstreamError() from None
 
 
-async def _plain(send: Send, status: int, body: bytes, rid: str, method: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-request-id", rid.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
 async def _problem(send: Send, error: StreamerError, rid: str, method: str) -> None:
     body = errors.problem(error, rid)
     headers = [
@@ -197,7 +186,7 @@ class _OneLineAborts(logging.Filter):
         return True
 
 
-def create_app() -> Streamer:
+def create_app() -> Observe:
     """uvicorn's factory: settings from the environment (the CLI exports its flags there)."""
     logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
-    return Streamer(load_settings(os.environ))
+    return Observe(Streamer(load_settings(os.environ)))

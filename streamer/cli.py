@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import secrets
 import sys
@@ -44,16 +45,26 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
             os.environ[ENV_PREFIX + name.upper()] = value
     import uvicorn
 
-    uvicorn.run(
-        "streamer.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.grace_s) or None,
-    )
+    from . import metrics
+
+    # Several workers share their metrics through files, in a folder made or emptied here.
+    made = None
+    if settings.workers > 1 or os.environ.get(metrics.MULTIPROC_ENV):
+        made = metrics.prepare_multiproc_dir(os.environ)
+    try:
+        uvicorn.run(
+            "streamer.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            access_log=False,
+            server_header=False,
+            # uvicorn takes whole seconds; 0 aborts running downloads at once.
+            timeout_graceful_shutdown=math.ceil(settings.grace_s),
+        )
+    finally:
+        metrics.remove_multiproc_dir(made)
     return 0
 
 

@@ -14,13 +14,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 
 from streamer.app import Streamer
 from streamer.auth import issue_token
 from streamer.config import Settings
-from tests.dataset import ORG, seed
+from streamer.demo import training_log
+from streamer.observe import Observe
+from tests.dataset import ORG, put, seed
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 TokenFactory = Callable[..., str]
@@ -61,6 +64,22 @@ def local_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(root)
 
 
+BIG_LOG_MIB = 48
+
+
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    """The fixture store plus mdl-big/run-big, a log far larger than any socket buffer."""
+    root = tmp_path_factory.mktemp("big-store")
+    seed(str(root))
+    put(str(root), "models/mdl-big/model.json", orjson.dumps({"organization_id": ORG}))
+    run = {"run_id": "run-big", "status": "completed", "completed_at": "2026-03-13T11:00:00Z"}
+    put(str(root), "models/mdl-big/runs/run-big/run.json", orjson.dumps(run))
+    log = training_log(1024 * 1024) * BIG_LOG_MIB
+    put(str(root), "models/mdl-big/runs/run-big/training.log", log)
+    return str(root), log
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +104,7 @@ class Running:
 
 
 def serve_in_thread(
-    settings: Settings, wrap: Callable[[Streamer], Any] | None = None
+    settings: Settings, wrap: Callable[[Observe], Any] | None = None
 ) -> Generator[Running, None, None]:
     """streamer under uvicorn, in a thread of this process, on a real loopback socket.
 
@@ -94,7 +113,7 @@ def serve_in_thread(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     app = Streamer(settings)
-    served = app if wrap is None else wrap(app)
+    served = Observe(app) if wrap is None else wrap(Observe(app))
     config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on")
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

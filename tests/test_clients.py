@@ -19,9 +19,10 @@ import httpx
 import orjson
 import pytest
 
-from streamer.app import Scope, Streamer
+from streamer.app import Scope
 from streamer.config import Settings
 from streamer.encoders import reference_encode
+from streamer.observe import Observe
 from streamer.pump import Message, Receive, Send
 from tests.conftest import SECRET, Running, ServerProcess, serve_in_thread
 from tests.dataset import LOG_A2, big_log, put, seed
@@ -57,12 +58,13 @@ class Seen:
 class Recorder:
     """ASGI middleware that records each request's headers and the status answered."""
 
-    app: Streamer
+    app: Observe
     seen: list[Seen] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         entry = Seen(scope["method"], {k.decode(): v.decode() for k, v in scope["headers"]})
         self.seen.append(entry)
 
@@ -116,7 +118,7 @@ def module_server(store_root: Path) -> Iterator[tuple[Running, Recorder]]:
     )
     recorders: list[Recorder] = []
 
-    def wrap(app: Streamer) -> Recorder:
+    def wrap(app: Observe) -> Recorder:
         recorders.append(Recorder(app))
         return recorders[0]
 

@@ -1,0 +1,216 @@
+"""The ASGI middleware around `Streamer`: probes, Prometheus metrics, one access-log line.
+
+It answers `/healthz`, `/readyz` and `/metrics` itself (no token), and watches every other
+request by wrapping `send` and `receive`: status, body bytes, first-byte time, whether the
+client left early, whether the app aborted. The app adds what only it knows (subject,
+organization, model, run, format) to the per-request dict `scope["streamer"]` through
+`annotate()`. The access log never holds a header or a query string, so never a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+
+from . import errors, metrics
+from .ops import Drain, Readiness
+from .plan import match_download, request_id, route_name
+from .pump import Message, Receive, Send, StreamAborted
+
+if TYPE_CHECKING:
+    from .app import Scope, Streamer
+
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+access_logger = logging.getLogger("streamer.access")
+if not access_logger.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    access_logger.addHandler(_handler)
+    access_logger.setLevel(logging.INFO)
+    access_logger.propagate = False
+
+
+def annotate(scope: Scope, **fields: str | None) -> None:
+    """Record request facts for the access log and metrics (subject, org, model, ...)."""
+    scope.setdefault("streamer", {}).update(fields)
+
+
+@dataclass
+class _Exchange:
+    started: float
+    status: int = 0
+    request_id: str = ""
+    bytes: int = 0
+    first_byte_at: float | None = None
+    complete: bool = False
+    disconnected: bool = False
+    streaming: bool = False
+
+
+class _OneLineCancels(logging.Filter):
+    """A download cancelled when the shutdown grace runs out is expected: say it in a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg, record.args = "download aborted: the shutdown grace ran out", ()
+            record.exc_info = None
+        return True
+
+
+_ONE_LINE_CANCELS = _OneLineCancels()
+
+
+class Observe:
+    """Wraps the app: answers the probes, measures and logs every HTTP request."""
+
+    def __init__(self, app: Streamer) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_ONE_LINE_CANCELS)  # added once
+        self.app = app
+        self.drain = Drain(app.settings.drain_delay_s)
+        self.readiness = Readiness(app, self.drain)
+        self._inflight = 0
+        self._idle: anyio.Event | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, self._lifespan_send(send))
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        exchange = _Exchange(time.perf_counter())
+        download = match_download(scope["path"]) is not None and scope["method"] == "GET"
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"x-request-id":
+                        exchange.request_id = value.decode("latin-1")
+                if download and exchange.status == 200:
+                    exchange.streaming = True
+                    metrics.ACTIVE_STREAMS.inc()
+            elif message["type"] == "http.response.body":
+                size = len(message.get("body", b""))
+                if size and exchange.first_byte_at is None:
+                    exchange.first_byte_at = time.perf_counter()
+                exchange.bytes += size
+                exchange.complete = not message.get("more_body", False)
+            await send(message)
+
+        async def observed_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not exchange.complete:
+                exchange.disconnected = True
+            return message
+
+        outcome = "complete"
+        self._inflight += 1
+        try:
+            if scope["path"] in PROBES:
+                await self._probe(scope, observed_send)
+            else:
+                await self.app(scope, observed_receive, observed_send)
+        except StreamAborted:
+            outcome = "upstream_abort"
+            raise
+        except BaseException:
+            outcome = "aborted"
+            raise
+        finally:
+            if outcome == "complete" and not exchange.complete:
+                outcome = "client_disconnect" if exchange.disconnected else "aborted"
+            self._record(scope, exchange, outcome)
+            self._inflight -= 1
+            if self._idle is not None and not self._inflight:
+                self._idle.set()
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.drain.install()
+            elif message["type"] == "lifespan.shutdown.complete":
+                # Requests cancelled when the grace ran out unwind now: let them log first.
+                if self._inflight:
+                    self._idle = anyio.Event()
+                    with anyio.move_on_after(5):
+                        await self._idle.wait()
+                metrics.mark_this_worker_dead()
+            await send(message)
+
+        return lifespan_send
+
+    async def _probe(self, scope: Scope, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        rid = request_id(_header(scope, b"x-request-id"))
+        status, media_type, body = 200, "text/plain; charset=utf-8", b"ok\n"
+        if method not in ("GET", "HEAD"):
+            error = errors.MethodNotAllowed()
+            status, media_type, body = 405, "application/problem+json", errors.problem(error, rid)
+        elif path == "/readyz":
+            ready, reason = await self.readiness.check()
+            status, body = (200 if ready else 503), reason.encode() + b"\n"
+        elif path == "/metrics":
+            media_type, body = metrics.CONTENT_TYPE, metrics.exposition()
+        headers = [
+            (b"content-type", media_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-request-id", rid.encode()),
+        ]
+        if status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:
+        end = time.perf_counter()
+        info: dict[str, Any] = scope.get("streamer", {})
+        route = route_name(scope["path"])
+        status = exchange.status or 500
+        fmt = info.get("format") or "none"
+        metrics.REQUESTS.labels(route, str(status), fmt).inc()
+        metrics.BYTES_SENT.inc(exchange.bytes)
+        if exchange.streaming:
+            metrics.ACTIVE_STREAMS.dec()
+            if exchange.first_byte_at is not None:
+                metrics.TTFB.observe(exchange.first_byte_at - exchange.started)
+            metrics.STREAM_DURATION.observe(end - exchange.started)
+        if status == 502 or outcome == "upstream_abort":
+            metrics.UPSTREAM_ERRORS.inc()
+        if outcome == "client_disconnect":
+            metrics.CLIENT_DISCONNECTS.inc()
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "request_id": exchange.request_id or None,
+            "method": scope["method"],
+            "route": route,
+            "subject": info.get("subject"),
+            "organization": info.get("organization"),
+            "model": info.get("model"),
+            "run": info.get("run"),
+            "format": info.get("format"),
+            "status": status,
+            "bytes": exchange.bytes,
+            "duration_s": round(end - exchange.started, 6),
+            "outcome": outcome,
+            "worker": os.getpid(),
+        }
+        access_logger.info(orjson.dumps(line).decode())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None

@@ -1,0 +1,302 @@
+"""Probes, metrics and the access log: in-process middleware and a server on a real socket."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer import metrics
+from streamer.app import Streamer
+from streamer.config import Settings
+from streamer.errors import Overloaded
+from streamer.observe import Observe
+from streamer.ops import Drain, Readiness, StreamSlots
+from streamer.pump import Message, StreamAborted
+from tests.conftest import SECRET, Running
+from tests.dataset import LOG_A2, seed
+
+PATH = "/api/v1/models/{}/training-metrics/logs/download"
+ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"
+METRIC_NAMES = (
+    "streamer_requests_total",
+    "streamer_bytes_sent_total",
+    "streamer_active_streams",
+    "streamer_ttfb_seconds",
+    "streamer_stream_duration_seconds",
+    "streamer_upstream_errors_total",
+    "streamer_upstream_retries_total",
+    "streamer_client_disconnects_total",
+)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
+
+
+def scrape(url: str) -> str:
+    response = httpx.get(url + "/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.text
+
+
+class AccessLog(logging.Handler):
+    """Collects the access-log lines of this process; `wait` blocks for a matching one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.changed:
+            self.raw.append(record.getMessage())
+            self.lines.append(orjson.loads(record.getMessage()))
+            self.changed.notify_all()
+
+    def wait(self, **fields: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((line for line in self.lines if fields.items() <= line.items()), None)
+
+        with self.changed:
+            assert self.changed.wait_for(lambda: found() is not None, timeout=30), self.lines
+            line = found()
+            assert line is not None
+            return line
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    handler = AccessLog()
+    logger = logging.getLogger("streamer.access")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+# Probes and /metrics on a real socket.
+
+
+def test_probes_need_no_token(server: Running) -> None:
+    for path, body in [("/healthz", "ok\n"), ("/readyz", "ready\n")]:
+        response = httpx.get(server.url + path, timeout=10)
+        assert (response.status_code, response.text) == (200, body)
+        assert response.headers["x-request-id"]
+        head = httpx.head(server.url + path, timeout=10)
+        assert (head.status_code, head.content) == (200, b"")
+    response = httpx.post(server.url + "/healthz", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_metrics_exposes_every_named_metric(server: Running) -> None:
+    response = httpx.get(server.url + "/metrics", timeout=10)
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    text = response.text
+    for name in METRIC_NAMES:
+        assert f"\n# TYPE {name} " in text, name
+
+
+def test_requests_are_counted_by_route_template(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    before = scrape(server.url)
+    ok = httpx.get(
+        server.url + PATH.format("mdl-alpha"),
+        params={"format": "json"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert ok.status_code == 200
+    assert httpx.get(server.url + PATH.format("mdl-alpha"), timeout=10).status_code == 401
+    assert httpx.get(server.url + "/no/such/path", timeout=10).status_code == 404
+    after = scrape(server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("streamer_requests_total", route=ROUTE, status="200", format="json") == 1
+    assert delta("streamer_requests_total", route=ROUTE, status="401", format="none") == 1
+    assert delta("streamer_requests_total", route="unmatched", status="404") == 1
+    assert "mdl-alpha" not in after
+    assert delta("streamer_ttfb_seconds_count") == 1
+    assert delta("streamer_stream_duration_seconds_count") == 1
+    assert delta("streamer_bytes_sent_total") >= len(ok.content)
+    assert metric(after, "streamer_active_streams") == 0
+
+
+def test_one_access_log_line_per_request_without_the_token(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "log-test-1"}
+    response = httpx.get(server.url + PATH.format("mdl-alpha"), headers=headers, timeout=10)
+    assert response.content == LOG_A2
+    line = access_log.wait(request_id="log-test-1")
+    assert line == {
+        **line,
+        "method": "GET",
+        "route": ROUTE,
+        "subject": "alice",
+        "organization": "org-acme",
+        "model": "mdl-alpha",
+        "run": "run-a2",
+        "format": "txt",
+        "status": 200,
+        "bytes": len(LOG_A2),
+        "outcome": "complete",
+    }
+    assert line["duration_s"] >= 0
+    bad = {"Authorization": f"Bearer {token}x", "X-Request-ID": "log-test-2"}
+    httpx.get(server.url + PATH.format("mdl-alpha"), headers=bad, timeout=10)
+    refused = access_log.wait(request_id="log-test-2")
+    assert (refused["status"], refused["subject"], refused["outcome"]) == (401, None, "complete")
+    ids = [line["request_id"] for line in access_log.lines]
+    assert (ids.count("log-test-1"), ids.count("log-test-2")) == (1, 1)
+    assert all(token not in raw for raw in access_log.raw)
+
+
+def test_client_disconnect_is_logged_and_counted(
+    big_store: tuple[str, bytes],
+    settings_server: Callable[..., Running],
+    token: str,
+    access_log: AccessLog,
+) -> None:
+    root, _ = big_store
+    running = settings_server(Settings(storage_url=root, jwt_secret=SECRET))
+    before = scrape(running.url)
+    headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "leaves-early"}
+    with httpx.stream(
+        "GET", running.url + PATH.format("mdl-big"), headers=headers, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        next(response.iter_raw())
+    line = access_log.wait(request_id="leaves-early")
+    assert line["outcome"] == "client_disconnect"
+    after = scrape(running.url)
+    assert (
+        metric(after, "streamer_client_disconnects_total")
+        - metric(before, "streamer_client_disconnects_total")
+        == 1
+    )
+    assert metric(after, "streamer_active_streams") == 0
+
+
+# The middleware in-process, with apps that fail on purpose.
+
+
+class FailingApp(Streamer):
+    def __init__(self, settings: Settings, status: int, abort: bool) -> None:
+        super().__init__(settings)
+        self.status, self.abort = status, abort
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"x-request-id", b"failing")]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": self.abort})
+        if self.abort:
+            raise StreamAborted("the store failed")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "abort", "outcome"), [(200, True, "upstream_abort"), (502, False, "complete")]
+)
+async def test_upstream_failures_are_counted(
+    tmp_path: Path, access_log: AccessLog, status: int, abort: bool, outcome: str
+) -> None:
+    app = Observe(FailingApp(Settings(storage_url=str(tmp_path), jwt_secret=SECRET), status, abort))
+    scope = {"type": "http", "method": "GET", "path": PATH.format("mdl-x"), "headers": []}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    def upstream_errors() -> float:
+        return metric(metrics.exposition().decode(), "streamer_upstream_errors_total")
+
+    before = upstream_errors()
+    with anyio.fail_after(10):
+        if abort:
+            with pytest.raises(StreamAborted):
+                await app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+    assert upstream_errors() == before + 1
+    assert access_log.wait(request_id="failing")["outcome"] == outcome
+
+
+def test_record_retry_counts() -> None:
+    before = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    metrics.record_retry()
+    metrics.record_retry()
+    after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    assert after == before + 2
+
+
+# Readiness and the stream cap as units.
+
+
+@pytest.mark.anyio
+async def test_readiness_caches_the_store_check(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    seed(str(root))
+    app = Streamer(Settings(storage_url=str(root), jwt_secret=SECRET))
+    cached = Readiness(app, Drain(0), cache_s=3600)
+    fresh = Readiness(app, Drain(0), cache_s=0)
+    assert await cached.check() == (True, "ready")
+    assert await fresh.check() == (True, "ready")
+    root.rename(tmp_path / "gone")
+    assert await cached.check() == (True, "ready")  # within the cache time: no store call
+    assert await fresh.check() == (False, "store unreachable")
+    cached.drain.draining = True
+    assert await cached.check() == (False, "draining")
+
+
+@pytest.mark.anyio
+async def test_readiness_needs_the_keys_loaded(tmp_path: Path) -> None:
+    seed(str(tmp_path))
+    settings = Settings(storage_url=str(tmp_path), jwks_url=str(tmp_path / "jwks.json"))
+    app = Streamer(settings)  # the JWKS is fetched at startup, which has not run
+    assert await Readiness(app, Drain(0)).check() == (False, "keys not loaded")
+
+
+def test_stream_slots_refuse_beyond_the_limit() -> None:
+    slots = StreamSlots(2, retry_after_s=3)
+    with slots.take(), slots.take():
+        with pytest.raises(Overloaded) as refused:
+            with slots.take():
+                pass
+        assert refused.value.headers == {"Retry-After": "3"}
+        assert (refused.value.status, refused.value.code) == (503, "overloaded")
+    with slots.take():
+        assert slots.active == 1
+    assert slots.active == 0
+
+
+def test_drain_does_nothing_outside_the_main_thread() -> None:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(Drain(5).install()))
+    thread.start()
+    thread.join(10)
+    assert result == [False]
