@@ -8,6 +8,7 @@ after a number of bytes, or answers 503, to exercise the upstream retry path.
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import struct
 import subprocess
@@ -153,7 +154,8 @@ class FaultProxy:
 
     `cut_after`: reset a connection once it has carried this many bytes from the upstream
     server, `cuts` times (then it forwards faithfully). `fail_next`: answer that many new
-    connections with an HTTP 503 instead of forwarding them.
+    connections with an HTTP 503 instead of forwarding them; `fail_after_cut`: add that
+    many to `fail_next` at each cut (a store that errors right after dropping a stream).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -164,8 +166,10 @@ class FaultProxy:
         self.cut_after: int | None = None
         self.cuts = 0
         self.fail_next = 0
+        self.fail_after_cut = 0
         self.connections = 0
         self.cut_count = 0
+        self.failed_count = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -182,6 +186,7 @@ class FaultProxy:
                 self.connections += 1
                 fail = self.fail_next > 0
                 self.fail_next -= fail
+                self.failed_count += fail
             threading.Thread(target=self._serve, args=(client, fail), daemon=True).start()
 
     def _serve(self, client: socket.socket, fail: bool) -> None:
@@ -202,43 +207,61 @@ class FaultProxy:
             return
         with self._lock:
             self._sockets |= {client, upstream}
-        up = threading.Thread(target=self._relay, args=(client, upstream, False), daemon=True)
-        up.start()
-        self._relay(upstream, client, True)
-        up.join()
-        with self._lock:
-            self._sockets -= {client, upstream}
-
-    def _relay(self, source: socket.socket, sink: socket.socket, downstream: bool) -> None:
-        carried = 0
         try:
-            while data := source.recv(65536):
-                if downstream:
-                    with self._lock:
-                        limit = self.cut_after if self.cuts > 0 else None
-                        cut = limit is not None and carried + len(data) > limit
-                        if cut:
-                            self.cuts -= 1
-                            self.cut_count += 1
-                    if cut:
-                        assert limit is not None
-                        sink.sendall(data[: max(0, limit - carried)])
-                        break
-                sink.sendall(data)
-                carried += len(data)
-            else:
-                sink.shutdown(socket.SHUT_WR)
-                return
+            self._pipe(client, upstream)
         except OSError:
             pass
-        _reset(source)
-        _reset(sink)
+        finally:
+            with self._lock:
+                self._sockets -= {client, upstream}
+            client.close()
+            upstream.close()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Relay both ways in one thread (so that a reset is never raced by a blocked recv)."""
+        peers = {client: upstream, upstream: client}
+        carried = 0
+        with selectors.DefaultSelector() as selector:
+            for sock in peers:
+                selector.register(sock, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    source: socket.socket = key.fileobj  # type: ignore[assignment]
+                    sink = peers[source]
+                    data = source.recv(65536)
+                    if not data:
+                        selector.unregister(source)
+                        sink.shutdown(socket.SHUT_WR)
+                        continue
+                    if source is upstream:
+                        with self._lock:
+                            limit = self.cut_after if self.cuts > 0 else None
+                            cut = limit is not None and carried + len(data) > limit
+                            if cut:
+                                self.cuts -= 1
+                                self.cut_count += 1
+                                self.fail_next += self.fail_after_cut
+                        if limit is not None and cut:
+                            sink.sendall(data[: max(0, limit - carried)])
+                            _reset(client)
+                            _reset(upstream)
+                            return
+                        carried += len(data)
+                    sink.sendall(data)
 
     def close(self) -> None:
+        # shutdown() wakes the thread blocked in accept(); close() alone would not.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
-                _reset(sock)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self._thread.join(5)
 
 
