@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("streamer.storage")
 
+
+
+class ObjectChanged(Exception):
+    """The object was replaced or deleted while it was being read: resuming would splice."""
+
+
 # Errors that say the object or the access is wrong: retrying cannot help.
 PERMANENT: tuple[type[BaseException], ...] = (
+    ObjectChanged,
     FileNotFoundError,
     IsADirectoryError,
     NotADirectoryError,

@@ -20,7 +20,7 @@ import anyio
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
-from .retry import RetryingReader
+from .retry import ObjectChanged, RetryingReader
 
 _CONNECT_TIMEOUT_S = 10
 _PING_TIMEOUT_S = 15
@@ -109,7 +109,13 @@ class _Ranged:
         pass
 
 
-async def _open_ranged(fs: Any, path: str, start: int, end: int | None) -> ObjectReader:
+# Each opener reads [start, end) of `path`. `pin` holds the object's version as the first
+# open saw it; a reopen asks for that version, so a resumed read never splices two objects.
+
+
+async def _open_ranged(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
     return _Ranged(fs, path, start, end)
 
 
@@ -117,25 +123,38 @@ def _range(start: int, end: int | None) -> str:
     return f"bytes={start}-{'' if end is None else end - 1}"
 
 
-async def _open_s3(fs: Any, path: str, start: int, end: int | None) -> ObjectReader:
+async def _open_s3(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
     """One streamed, ranged GET through s3fs's aiobotocore client."""
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
-    response = await fs._call_s3(
-        "get_object", Bucket=bucket, Key=key, Range=_range(start, end), **extra
-    )
+    if "etag" in pin:
+        extra["IfMatch"] = pin["etag"]
+    if start or end is not None:
+        extra["Range"] = _range(start, end)
+    try:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **extra)
+    except OSError as exc:
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+        if code == "PreconditionFailed":
+            raise ObjectChanged(path) from exc
+        raise
+    pin.setdefault("etag", response["ETag"])
     body = response["Body"]
     return _BodyReader(body.read, body.close)
 
 
-async def _open_gcs(fs: Any, path: str, start: int, end: int | None) -> ObjectReader:
+async def _open_gcs(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
     """One streamed, ranged GET on gcsfs's aiohttp session (gcsfs itself reads whole ranges)."""
     import aiohttp
     from gcsfs.retry import validate_response
 
     await fs._set_session()
     response = await fs.session.get(
-        fs.url(path),
+        fs.url(path, generation=pin.get("generation")),
         params=fs._get_params({}),
         headers=fs._get_headers({"Range": _range(start, end)}),
         # No total limit: a download may take hours. A stalled socket is a transient fault.
@@ -148,8 +167,12 @@ async def _open_gcs(fs: Any, path: str, start: int, end: int | None) -> ObjectRe
             response.release()
         if response.status == 416:  # the range starts at the end of the object
             return _Empty()
+        if response.status == 404 and pin:
+            raise ObjectChanged(path)
         validate_response(response.status, content, path)
         raise OSError(f"the store answered HTTP {response.status}")
+    if generation := response.headers.get("x-goog-generation"):
+        pin.setdefault("generation", generation)
     return _BodyReader(response.content.read, response.close)
 
 
@@ -229,6 +252,13 @@ class Store:
     async def read_bytes(self, key: str) -> bytes:
         """The whole object; FileNotFoundError when it does not exist."""
         path = self.path(key)
+        if self.kind == "s3":
+            # s3fs's _cat_file sends a HEAD before each GET (to split big objects): one GET.
+            reader = await _open_s3(self.fs, path, 0, None, {})
+            try:
+                return await reader.read(1 << 62)
+            finally:
+                await reader.aclose()
         if self.is_async:
             data: bytes = await self.fs._cat_file(path)
         else:
@@ -274,11 +304,12 @@ class Store:
                 file.seek(start)
             return _FileReader(file)
         opener = {"s3": _open_s3, "gs": _open_gcs}.get(self.kind, _open_ranged)
+        pin: dict[str, str] = {}
 
         async def open_at(offset: int) -> ObjectReader:
             if end is not None and offset >= end:
                 return _Empty()
-            return await opener(self.fs, path, offset, end)
+            return await opener(self.fs, path, offset, end, pin)
 
         return RetryingReader(open_at, start, self)
 

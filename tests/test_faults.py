@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from streamer.config import Settings
+from streamer.retry import ObjectChanged
 from streamer.demo import training_log
 from streamer.storage import GzipReader, Store
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
@@ -102,6 +103,26 @@ async def test_a_503_after_a_cut_is_retried(faulty: Faulty) -> None:
     assert (faulty.proxy.cut_count, faulty.proxy.failed_count) == (1, 1)
     # botocore retries a 503 itself; gcsfs's session does not, so ours does.
     assert store.retries == (1 if faulty.kind == "s3" else 2)
+
+
+@pytest.mark.anyio
+async def test_an_object_replaced_during_a_resumed_read_is_not_spliced(faulty: Faulty) -> None:
+    key = "models/mdl-faults/runs/run-f2/training.log"
+    put(faulty.url, key, LOG)
+    faulty.proxy.cut_after, faulty.proxy.cuts = CUT_AFTER, 1
+    store = faulty.store()
+    reader = await store.open(key, end=len(LOG))
+    try:
+        first = await reader.read(64 * 1024)
+        assert first == LOG[: len(first)]
+        # The cut has happened or will; the reopen then finds another object.
+        put(faulty.url, key, LOG.upper())
+        with pytest.raises(ObjectChanged):
+            while await reader.read(64 * 1024):
+                pass
+    finally:
+        await reader.aclose()
+        await store.aclose()
 
 
 @pytest.mark.anyio
