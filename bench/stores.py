@@ -121,7 +121,10 @@ async def store_read(url: str, size: int, ranged: bool = False) -> int:
     """streamer's storage layer: Store.open (streamed GET), or the generic ranged reader."""
     store = Store.from_url(url)
     path = store.path(KEY)
-    reader = await (_open_ranged(store.fs, path, 0, size, {}) if ranged else store.open(KEY, end=size))
+    if ranged:
+        reader = await _open_ranged(store.fs, path, 0, size, {})
+    else:
+        reader = await store.open(KEY, end=size)
     total = 0
     while chunk := await reader.read(CHUNK):
         total += len(chunk)

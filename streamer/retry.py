@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("streamer.storage")
 
 
-
 class ObjectChanged(Exception):
     """The object was replaced or deleted while it was being read: resuming would splice."""
 

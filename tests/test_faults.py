@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from streamer.config import Settings
-from streamer.retry import ObjectChanged
 from streamer.demo import training_log
+from streamer.retry import ObjectChanged
 from streamer.storage import GzipReader, Store
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
 from tests.dataset import put
