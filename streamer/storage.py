@@ -157,8 +157,11 @@ async def _open_gcs(
         fs.url(path, generation=pin.get("generation")),
         params=fs._get_params({}),
         headers=fs._get_headers({"Range": _range(start, end)}),
-        # No total limit: a download may take hours. A stalled socket is a transient fault.
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_S, sock_read=60),
+        # No total limit: a download may take hours. A socket that stalls longer than gcsfs's
+        # requests_timeout (60 s if unset) is a transient fault.
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_TIMEOUT_S, sock_read=fs.requests_timeout or 60
+        ),
     )
     if response.status >= 300:
         try:

@@ -156,6 +156,8 @@ class FaultProxy:
     server, `cuts` times (then it forwards faithfully). `fail_next`: answer that many new
     connections with an HTTP 503 instead of forwarding them; `fail_after_cut`: add that
     many to `fail_next` at each cut (a store that errors right after dropping a stream).
+    `stall_after`: stop relaying a connection (but keep it open) once it has carried this
+    many bytes, `stalls` times.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -170,6 +172,10 @@ class FaultProxy:
         self.connections = 0
         self.cut_count = 0
         self.failed_count = 0
+        self.stall_after: int | None = None
+        self.stalls = 0
+        self.stall_count = 0
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -235,6 +241,15 @@ class FaultProxy:
                         continue
                     if source is upstream:
                         with self._lock:
+                            stall = self.stall_after is not None and self.stalls > 0
+                            stall = stall and carried + len(data) > (self.stall_after or 0)
+                            if stall:
+                                self.stalls -= 1
+                                self.stall_count += 1
+                        if stall:
+                            self._closing.wait()
+                            return
+                        with self._lock:
                             limit = self.cut_after if self.cuts > 0 else None
                             cut = limit is not None and carried + len(data) > limit
                             if cut:
@@ -250,6 +265,7 @@ class FaultProxy:
                     sink.sendall(data)
 
     def close(self) -> None:
+        self._closing.set()
         # shutdown() wakes the thread blocked in accept(); close() alone would not.
         try:
             self._listener.shutdown(socket.SHUT_RDWR)

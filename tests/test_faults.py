@@ -10,6 +10,7 @@ import gzip
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -39,9 +40,9 @@ class Faulty:
     url: str
     proxy: FaultProxy
 
-    def store(self) -> Store:
+    def store(self, **options: Any) -> Store:
         # The endpoint is read from fsspec's config when the filesystem is made.
-        with fsspec_conf(self.kind, endpoint_url=self.proxy.url):
+        with fsspec_conf(self.kind, endpoint_url=self.proxy.url, **options):
             return Store.from_url(self.url)
 
 
@@ -90,6 +91,22 @@ async def test_a_cut_mid_stream_is_resumed(faulty: Faulty) -> None:
         await store.aclose()
     assert faulty.proxy.cut_count == 1
     assert (store.retries, store.upstream_errors) == (1, 1)
+
+
+@pytest.mark.anyio
+async def test_a_stalled_stream_is_resumed(faulty: Faulty) -> None:
+    faulty.proxy.stall_after, faulty.proxy.stalls = CUT_AFTER, 1
+    # The libraries' own read timeouts, shortened: s3fs's botocore config, gcsfs's requests.
+    if faulty.kind == "s3":
+        store = faulty.store(config_kwargs={"read_timeout": 1})
+    else:
+        store = faulty.store(requests_timeout=1)
+    try:
+        assert await read_all(store, KEY, len(LOG)) == LOG
+    finally:
+        await store.aclose()
+    assert faulty.proxy.stall_count == 1
+    assert store.retries == 1
 
 
 @pytest.mark.anyio
