@@ -74,7 +74,9 @@ class _BodyReader:
     filled up to `size`, since every chunk costs the pump a send (NOTES.md).
     """
 
-    def __init__(self, read_some: Callable[[int], Awaitable[bytes]], close: Callable[[], Any]):
+    def __init__(
+        self, read_some: Callable[[int], Awaitable[bytes]], close: Callable[[], Any]
+    ) -> None:
         self._read_some, self._close = read_some, close
 
     async def read(self, size: int) -> bytes:
@@ -86,6 +88,9 @@ class _BodyReader:
             parts.append(more)
             got += len(more)
         return b"".join(parts)
+
+    async def read_all(self) -> bytes:
+        return await self._read_some(-1)
 
     async def aclose(self) -> None:
         self._close()
@@ -125,7 +130,7 @@ def _range(start: int, end: int | None) -> str:
 
 async def _open_s3(
     fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
-) -> ObjectReader:
+) -> _BodyReader:
     """One streamed, ranged GET through s3fs's aiobotocore client."""
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
@@ -241,7 +246,7 @@ class Store:
         if protocol == "memory":
             return cls(fsspec.filesystem("memory"), "/" + rest.strip("/"), url)
         # Endpoint, credentials and client options come from fsspec's configuration
-        # (FSSPEC_S3_*, FSSPEC_GCS_*) and the libraries' own variables (AWS_*, ...).
+        # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
         # Listings are not cached by the filesystem: the catalog has its own TTL, and a
         # cached listing would hide a purge from `info`.
         fs = fsspec.filesystem(
@@ -259,7 +264,7 @@ class Store:
             # s3fs's _cat_file sends a HEAD before each GET (to split big objects): one GET.
             reader = await _open_s3(self.fs, path, 0, None, {})
             try:
-                return await reader.read(1 << 62)
+                return await reader.read_all()
             finally:
                 await reader.aclose()
         if self.is_async:
