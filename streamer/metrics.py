@@ -71,18 +71,15 @@ UPSTREAM_ERRORS = Counter(
     registry=REGISTRY,
 )
 UPSTREAM_RETRIES = Counter(
-    "streamer_upstream_retries", "Store calls retried by the storage layer.", registry=REGISTRY
+    "streamer_upstream_retries",
+    "Reads of log objects reopened after a transient store fault.",
+    registry=REGISTRY,
 )
 CLIENT_DISCONNECTS = Counter(
     "streamer_client_disconnects",
     "Downloads the client left before their end.",
     registry=REGISTRY,
 )
-
-
-def record_retry() -> None:
-    """Count one retried store call; the storage layer calls this."""
-    UPSTREAM_RETRIES.inc()
 
 
 def exposition() -> bytes:

@@ -80,6 +80,7 @@ class Observe:
         self.readiness = Readiness(app, self.drain)
         self._inflight = 0
         self._idle: anyio.Event | None = None
+        self._retries_counted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -187,6 +188,11 @@ class Observe:
             metrics.STREAM_DURATION.observe(end - exchange.started)
         if status == 502 or outcome == "upstream_abort":
             metrics.UPSTREAM_ERRORS.inc()
+        # The storage layer counts the reopens it made; hand the new ones to Prometheus.
+        retries = self.app.store.retries - self._retries_counted
+        if retries:
+            metrics.UPSTREAM_RETRIES.inc(retries)
+            self._retries_counted += retries
         if outcome == "client_disconnect":
             metrics.CLIENT_DISCONNECTS.inc()
         line = {

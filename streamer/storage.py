@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import anyio
 import fsspec
 from fsspec.asyn import AsyncFileSystem
+
+from .retry import ObjectChanged, RetryingReader
+
+_CONNECT_TIMEOUT_S = 10
+_PING_TIMEOUT_S = 15
 
 
 class StoreUnreachable(Exception):
@@ -52,52 +59,129 @@ class _FileReader:
         self._file.close()
 
 
-class _S3Reader:
-    """One streamed GET of [start, end) (s3fs's own streamed read, made ranged)."""
-
-    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
-        self._fs, self._path, self._start, self._end = fs, path, start, end
-        self._body: Any = None
-
+class _Empty:
     async def read(self, size: int) -> bytes:
-        if self._body is None:
-            bucket, key, version = self._fs.split_path(self._path)
-            extra: dict[str, str] = {}
-            if self._end is not None:
-                extra["Range"] = f"bytes={self._start}-{self._end - 1}"
-            elif self._start:
-                extra["Range"] = f"bytes={self._start}-"
-            if version:
-                extra["VersionId"] = version
-            response = await self._fs._call_s3("get_object", Bucket=bucket, Key=key, **extra)
-            self._body = response["Body"]
-        data: bytes = await self._body.read(size)
-        return data
+        return b""
 
     async def aclose(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
+        pass
 
 
-class _RangedReader:
-    """Sequential ranged reads through any async fsspec filesystem (GCS and others)."""
+class _BodyReader:
+    """One streamed HTTP response body, read in place.
 
-    def __init__(self, fs: AsyncFileSystem, path: str, start: int, end: int | None) -> None:
-        self._fs, self._path, self._position, self._size = fs, path, start, end
+    The HTTP clients return whatever the socket had (often 64 KiB); each read here is
+    filled up to `size`, since every chunk costs the pump a send (NOTES.md).
+    """
+
+    def __init__(
+        self, read_some: Callable[[int], Awaitable[bytes]], close: Callable[[], Any]
+    ) -> None:
+        self._read_some, self._close = read_some, close
 
     async def read(self, size: int) -> bytes:
-        if self._size is not None and self._position >= self._size:
+        data = await self._read_some(size)
+        if not data or len(data) >= size:
+            return data
+        parts, got = [data], len(data)
+        while got < size and (more := await self._read_some(size - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    async def read_all(self) -> bytes:
+        return await self._read_some(-1)
+
+    async def aclose(self) -> None:
+        self._close()
+
+
+class _Ranged:
+    """Sequential ranged reads through any other async fsspec filesystem."""
+
+    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
+        self._fs, self._path, self._position, self._end = fs, path, start, end
+
+    async def read(self, size: int) -> bytes:
+        end = self._position + size if self._end is None else min(self._position + size, self._end)
+        if end <= self._position:
             return b""
-        end = self._position + size
-        if self._size is not None:
-            end = min(end, self._size)
         data: bytes = await self._fs._cat_file(self._path, start=self._position, end=end)
         self._position += len(data)
         return data
 
     async def aclose(self) -> None:
         pass
+
+
+# Each opener reads [start, end) of `path`. `pin` holds the object's version as the first
+# open saw it; a reopen asks for that version, so a resumed read never splices two objects.
+
+
+async def _open_ranged(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
+    return _Ranged(fs, path, start, end)
+
+
+def _range(start: int, end: int | None) -> str:
+    return f"bytes={start}-{'' if end is None else end - 1}"
+
+
+async def _open_s3(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> _BodyReader:
+    """One streamed, ranged GET through s3fs's aiobotocore client."""
+    bucket, key, version = fs.split_path(path)
+    extra = {"VersionId": version} if version else {}
+    if "etag" in pin:
+        extra["IfMatch"] = pin["etag"]
+    if start or end is not None:
+        extra["Range"] = _range(start, end)
+    try:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **extra)
+    except OSError as exc:
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+        if code == "PreconditionFailed":
+            raise ObjectChanged(path) from exc
+        raise
+    pin.setdefault("etag", response["ETag"])
+    body = response["Body"]
+    return _BodyReader(body.read, body.close)
+
+
+async def _open_gcs(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
+    """One streamed, ranged GET on gcsfs's aiohttp session (gcsfs itself reads whole ranges)."""
+    import aiohttp
+    from gcsfs.retry import validate_response
+
+    await fs._set_session()
+    response = await fs.session.get(
+        fs.url(path, generation=pin.get("generation")),
+        params=fs._get_params({}),
+        headers=fs._get_headers({"Range": _range(start, end)}),
+        # No total limit: a download may take hours. A socket that stalls longer than gcsfs's
+        # requests_timeout (60 s if unset) is a transient fault.
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_TIMEOUT_S, sock_read=fs.requests_timeout or 60
+        ),
+    )
+    if response.status >= 300:
+        try:
+            content = await response.read()
+        finally:
+            response.release()
+        if response.status == 416:  # the range starts at the end of the object
+            return _Empty()
+        if response.status == 404 and pin:
+            raise ObjectChanged(path)
+        validate_response(response.status, content, path)
+        raise OSError(f"the store answered HTTP {response.status}")
+    if generation := response.headers.get("x-goog-generation"):
+        pin.setdefault("generation", generation)
+    return _BodyReader(response.content.read, response.close)
 
 
 class GzipReader:
@@ -143,6 +227,12 @@ class Store:
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
         self.is_async = isinstance(fs, AsyncFileSystem)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        self.kind = "s3" if "s3" in protocols else "gs" if "gs" in protocols else "other"
+        # Upstream faults during object reads, for metrics: every failed read or open of a
+        # remote object counts as an error; every reopen after one counts as a retry.
+        self.retries = 0
+        self.upstream_errors = 0
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -155,7 +245,13 @@ class Store:
             return cls(fs, os.path.abspath(rest), url)
         if protocol == "memory":
             return cls(fsspec.filesystem("memory"), "/" + rest.strip("/"), url)
-        fs = fsspec.filesystem(protocol, asynchronous=True, skip_instance_cache=True)
+        # Endpoint, credentials and client options come from fsspec's configuration
+        # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
+        # Listings are not cached by the filesystem: the catalog has its own TTL, and a
+        # cached listing would hide a purge from `info`.
+        fs = fsspec.filesystem(
+            protocol, asynchronous=True, skip_instance_cache=True, use_listings_cache=False
+        )
         return cls(fs, rest, url)
 
     def path(self, key: str) -> str:
@@ -164,6 +260,13 @@ class Store:
     async def read_bytes(self, key: str) -> bytes:
         """The whole object; FileNotFoundError when it does not exist."""
         path = self.path(key)
+        if self.kind == "s3":
+            # s3fs's _cat_file sends a HEAD before each GET (to split big objects): one GET.
+            reader = await _open_s3(self.fs, path, 0, None, {})
+            try:
+                return await reader.read_all()
+            finally:
+                await reader.aclose()
         if self.is_async:
             data: bytes = await self.fs._cat_file(path)
         else:
@@ -208,23 +311,58 @@ class Store:
             if start:
                 file.seek(start)
             return _FileReader(file)
-        if "s3" in self.fs.protocol:
-            return _S3Reader(self.fs, path, start, end)
-        return _RangedReader(self.fs, path, start, end)
+        opener = {"s3": _open_s3, "gs": _open_gcs}.get(self.kind, _open_ranged)
+        pin: dict[str, str] = {}
+
+        async def open_at(offset: int) -> ObjectReader:
+            if end is not None and offset >= end:
+                return _Empty()
+            return await opener(self.fs, path, offset, end, pin)
+
+        return RetryingReader(open_at, start, self)
 
     async def ping(self) -> None:
-        """Raise StoreUnreachable unless the root can be listed."""
+        """Raise StoreUnreachable unless the store answers and its bucket (or root) exists."""
         try:
-            if self.is_async:
-                await self.fs._ls(self.root or "/", detail=False)
-            elif not self.fs.isdir(self.root) and not self.url.startswith("memory"):
-                raise StoreUnreachable(f"store root {self.url!r} is not a directory")
+            if not self.is_async:
+                if not self.fs.isdir(self.root) and not self.url.startswith("memory"):
+                    raise StoreUnreachable(f"store root {self.url!r} is not a directory")
+                return
+            with anyio.fail_after(_PING_TIMEOUT_S):
+                await self._ping_remote()
         except StoreUnreachable:
             raise
+        except TimeoutError:
+            raise StoreUnreachable(
+                f"store {self.url!r} did not answer within {_PING_TIMEOUT_S} s"
+            ) from None
         except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise StoreUnreachable(
                 f"store {self.url!r} cannot be listed: {type(exc).__name__}"
+                + (f": {detail}" if detail else "")
             ) from None
+
+    async def _ping_remote(self) -> None:
+        """List at most one key below the root, once, without the libraries' long retries."""
+        bucket, _, prefix = self.root.partition("/")
+        prefix = prefix + "/" if prefix else ""
+        if self.kind == "s3":
+            await self.fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        elif self.kind == "gs":
+            await self.fs._set_session()
+            url = f"{self.fs._location}/storage/v1/b/{bucket}/o"
+            async with self.fs.session.get(
+                url,
+                params={"prefix": prefix, "maxResults": "1"},
+                headers=self.fs._get_headers(None),
+            ) as response:
+                if response.status == 404:
+                    raise FileNotFoundError(f"no bucket {bucket!r}")
+                if response.status >= 300:
+                    raise OSError(f"HTTP {response.status}")
+        else:
+            await self.fs._ls(self.root or "/", detail=False)
 
     async def aclose(self) -> None:
         if self.is_async:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a seeded store, signed tokens, and streamer on a real loopback socket."""
+"""Shared fixtures: seeded stores (local, memory, S3, GCS), tokens, streamer on a real socket."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.observe import Observe
 from tests.dataset import ORG, put, seed
+from tests.emulators import (
+    BUCKET,
+    fake_gcs,
+    fsspec_conf,
+    gcs_options,
+    make_bucket,
+    moto_server,
+    s3_options,
+)
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 TokenFactory = Callable[..., str]
@@ -78,6 +87,41 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
     log = training_log(1024 * 1024) * BIG_LOG_MIB
     put(str(root), "models/mdl-big/runs/run-big/training.log", log)
     return str(root), log
+
+
+STORES = ["local", "memory", "s3", "gs"]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server for the whole session, with a bucket; fsspec's s3 config points at it."""
+    with moto_server() as endpoint, fsspec_conf("s3", **s3_options(endpoint)):
+        make_bucket("s3")
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """fake-gcs-server for the whole session, with a bucket; fsspec's gs config points at it."""
+    with fake_gcs() as endpoint, fsspec_conf("gs", **gcs_options(endpoint)):
+        make_bucket("gs")
+        yield endpoint
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The conformance fixture store, seeded in each kind of store in turn."""
+    kind: str = request.param
+    if kind == "local":
+        root: str = request.getfixturevalue("local_store")
+        return root
+    if kind == "memory":
+        root = "memory://conformance"
+    else:
+        request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+        root = f"{kind}://{BUCKET}/conformance"
+    seed(root)
+    return root
 
 
 def free_port() -> int:
@@ -135,8 +179,9 @@ def base_settings(local_store: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def server(base_settings: Settings) -> Iterator[Running]:
-    yield from serve_in_thread(base_settings)
+def server(store_url: str) -> Iterator[Running]:
+    """streamer over each kind of store: every test that uses it runs once per store."""
+    yield from serve_in_thread(Settings(storage_url=store_url, jwt_secret=SECRET, catalog_ttl_s=0))
 
 
 @pytest.fixture

@@ -99,12 +99,12 @@ MODELS = {
 }
 
 
-def put(root: str, key: str, data: bytes, **storage_options: Any) -> None:
+def put(root: str, key: str, data: bytes, /, **storage_options: Any) -> None:
     with fsspec.open(f"{root.rstrip('/')}/{key}", "wb", **storage_options) as file:
         file.write(data)
 
 
-def seed(root: str, **storage_options: Any) -> None:
+def seed(root: str, /, **storage_options: Any) -> None:
     """Write the fixture store below `root` (a path or an fsspec URL)."""
     for model_id, org in MODELS.items():
         document = {"model_id": model_id, "organization_id": org, "name": model_id}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from tests.conftest import SECRET, ServerProcess, TokenFactory
 from tests.dataset import put
+from tests.emulators import BUCKET, free_port, gcs_options, s3_options
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 
@@ -155,4 +157,62 @@ def test_300_mb_log_byte_identical_with_bounded_memory(
         assert peak - idle < 64 * 1024, (idle, peak)
     finally:
         # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
+        assert server.stop() in (0, -15)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+@pytest.mark.parametrize("fault", ["no bucket", "no server"])
+def test_serve_refuses_an_object_store_that_does_not_answer(
+    request: pytest.FixtureRequest, kind: str, fault: str
+) -> None:
+    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    if fault == "no server":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    bucket = "no-such-bucket" if fault == "no bucket" else BUCKET
+    options = s3_options(endpoint) if kind == "s3" else gcs_options(endpoint)
+    # One attempt: botocore would otherwise back off for about 10 s before giving up.
+    config = {"config_kwargs": {"retries": {"max_attempts": 1}}} if kind == "s3" else {}
+    env = {
+        "STREAMER_STORAGE_URL": f"{kind}://{bucket}/prefix",
+        "STREAMER_JWT_SECRET": SECRET,
+        f"FSSPEC_{kind.upper()}": json.dumps({**options, **config}),
+    }
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{kind}://{bucket}/prefix" in lines[0]
+    assert ("bucket" if fault == "no bucket" else "connect") in lines[0].lower()
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_serve_reads_the_store_endpoint_from_fsspec_variables(
+    request: pytest.FixtureRequest, kind: str, make_token: TokenFactory
+) -> None:
+    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    root = f"{kind}://{BUCKET}/cli"
+    put(root, "models/mdl-cli/model.json", orjson.dumps({"organization_id": "org-acme"}))
+    run = {"run_id": "run-c1", "status": "completed", "completed_at": "2026-03-13T11:00:00Z"}
+    put(root, "models/mdl-cli/runs/run-c1/run.json", orjson.dumps(run))
+    put(root, "models/mdl-cli/runs/run-c1/training.log", b"hello from the bucket\n")
+    options = s3_options(endpoint) if kind == "s3" else gcs_options(endpoint)
+    # The two forms fsspec reads at import: FSSPEC_<PROTOCOL> (JSON) and FSSPEC_<PROTOCOL>_<KWARG>.
+    env = {
+        "STREAMER_STORAGE_URL": root,
+        "STREAMER_JWT_SECRET": SECRET,
+        f"FSSPEC_{kind.upper()}": json.dumps(
+            {k: v for k, v in options.items() if k != "endpoint_url"}
+        ),
+        f"FSSPEC_{kind.upper()}_ENDPOINT_URL": endpoint,
+    }
+    server = ServerProcess([], env)
+    try:
+        response = httpx.get(
+            server.url + PATH.format("mdl-cli"),
+            headers={"Authorization": f"Bearer {make_token()}"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        assert response.content == b"hello from the bucket\n"
+    finally:
         assert server.stop() in (0, -15)

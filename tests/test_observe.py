@@ -246,14 +246,6 @@ async def test_upstream_failures_are_counted(
     assert access_log.wait(request_id="failing")["outcome"] == outcome
 
 
-def test_record_retry_counts() -> None:
-    before = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
-    metrics.record_retry()
-    metrics.record_retry()
-    after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
-    assert after == before + 2
-
-
 # Readiness and the stream cap as units.
 
 
