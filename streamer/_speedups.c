@@ -1,0 +1,282 @@
+/* Native fast path of streamer.encoders.LineEncoder: whole lines of valid UTF-8 to JSON.
+ *
+ * encode_lines(block, first, ends_in_newline, templates) -> (bytes, count) | None
+ *
+ * `block` holds whole lines: block[:len - ends_in_newline].split(b"\n"). A "\r" right
+ * before a "\n" ends a line and is dropped. Each line becomes one object, numbered from
+ * `first`, laid out exactly as orjson.dumps of the dict that encoders.parse_line makes,
+ * with the templates (bytes) around the values:
+ *   head NUMBER ts_open TIMESTAMP lvl_open LEVEL msg_open MESSAGE end      (shaped line)
+ *   head NUMBER null_fields LINE end                                       (any other)
+ * Returns None, having written nothing, when the block is not valid UTF-8 (as CPython's
+ * strict decoder judges it): the caller then replaces bad bytes and calls again.
+ * Escaping is orjson's: '"' and '\\' and bytes below 0x20; non-ASCII stays raw.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 0: copy as is; 1: two-byte escape (ESC2 holds the letter); 2: \u00XX. */
+static unsigned char NEEDS[256];
+static char ESC2[256];
+
+static void init_tables(void) {
+    for (int c = 0; c < 0x20; c++) NEEDS[c] = 2;
+    NEEDS['"'] = 1; ESC2['"'] = '"';
+    NEEDS['\\'] = 1; ESC2['\\'] = '\\';
+    NEEDS['\b'] = 1; ESC2['\b'] = 'b';
+    NEEDS['\f'] = 1; ESC2['\f'] = 'f';
+    NEEDS['\n'] = 1; ESC2['\n'] = 'n';
+    NEEDS['\r'] = 1; ESC2['\r'] = 'r';
+    NEEDS['\t'] = 1; ESC2['\t'] = 't';
+}
+
+/* Index of the first byte of an invalid sequence, or -1 when all of s is valid UTF-8. */
+static Py_ssize_t invalid_utf8(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (!(word & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        Py_ssize_t need;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else {
+            return i;
+        }
+        if (i + need >= n) return i;
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (Py_ssize_t k = 2; k <= need; k++) {
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
+        }
+        i += need + 1;
+    }
+    return -1;
+}
+
+typedef struct {
+    PyObject *bytes;
+    char *start;
+    char *at;
+    char *limit;
+} Out;
+
+static int reserve(Out *out, Py_ssize_t extra) {
+    if (out->limit - out->at >= extra) return 0;
+    Py_ssize_t used = out->at - out->start;
+    Py_ssize_t size = (out->limit - out->start) * 2;
+    if (size < used + extra) size = used + extra;
+    if (_PyBytes_Resize(&out->bytes, size) < 0) return -1;
+    out->start = PyBytes_AS_STRING(out->bytes);
+    out->at = out->start + used;
+    out->limit = out->start + size;
+    return 0;
+}
+
+static inline void put(Out *out, const char *data, Py_ssize_t size) {
+    memcpy(out->at, data, (size_t)size);
+    out->at += size;
+}
+
+static inline void put_number(Out *out, unsigned long long value) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n) *out->at++ = digits[--n];
+}
+
+static inline void put_escaped(Out *out, const unsigned char *s, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (!NEEDS[c]) continue;
+        put(out, (const char *)s + run, i - run);
+        run = i + 1;
+        *out->at++ = '\\';
+        if (NEEDS[c] == 1) {
+            *out->at++ = ESC2[c];
+        } else {
+            out->at[0] = 'u';
+            out->at[1] = '0';
+            out->at[2] = '0';
+            out->at[3] = hex[c >> 4];
+            out->at[4] = hex[c & 15];
+            out->at += 5;
+        }
+    }
+    put(out, (const char *)s + run, n - run);
+}
+
+#define DIGIT(c) ((unsigned char)((c) - '0') <= 9)
+
+/* Match `<timestamp> [<LEVEL>]` and then the end or " "; set the parts' bounds. */
+static int shaped(const unsigned char *s, Py_ssize_t n, Py_ssize_t *ts_end, Py_ssize_t *lvl_end,
+                  Py_ssize_t *msg_start) {
+    /* 0000-00-00T00:00:00 */
+    if (n < 20) return 0;
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (int i = 0; i < 19; i++) {
+        char want = shape[i];
+        unsigned char c = s[i];
+        if (want == 'd') {
+            if (!DIGIT(c)) return 0;
+        } else if (want == 'T') {
+            if (c != 'T' && c != 't') return 0;
+        } else if (c != (unsigned char)want) {
+            return 0;
+        }
+    }
+    Py_ssize_t i = 19;
+    if (i < n && s[i] == '.') {
+        i++;
+        Py_ssize_t digits = i;
+        while (i < n && DIGIT(s[i])) i++;
+        if (i == digits) return 0;
+    }
+    if (i >= n) return 0;
+    if (s[i] == 'Z' || s[i] == 'z') {
+        i++;
+    } else if (s[i] == '+' || s[i] == '-') {
+        if (i + 6 > n || !DIGIT(s[i + 1]) || !DIGIT(s[i + 2]) || s[i + 3] != ':' ||
+            !DIGIT(s[i + 4]) || !DIGIT(s[i + 5]))
+            return 0;
+        i += 6;
+    } else {
+        return 0;
+    }
+    *ts_end = i;
+    if (i + 2 > n || s[i] != ' ' || s[i + 1] != '[') return 0;
+    i += 2;
+    Py_ssize_t letters = i;
+    while (i < n && ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')) i++;
+    if (i == letters || i >= n || s[i] != ']') return 0;
+    *lvl_end = i;
+    i++;
+    if (i == n) {
+        *msg_start = n;
+        return 1;
+    }
+    if (s[i] != ' ') return 0;
+    *msg_start = i + 1;
+    return 1;
+}
+
+static PyObject *encode_lines(PyObject *self, PyObject *args) {
+    Py_buffer block;
+    unsigned long long first;
+    int ends_in_newline;
+    PyObject *templates;
+    if (!PyArg_ParseTuple(args, "y*KpO!", &block, &first, &ends_in_newline, &PyTuple_Type,
+                          &templates))
+        return NULL;
+    const char *parts[6];
+    Py_ssize_t sizes[6];
+    Py_ssize_t fixed = 24;
+    if (PyTuple_GET_SIZE(templates) != 6) {
+        PyErr_SetString(PyExc_ValueError, "templates must be 6 bytes objects");
+        goto fail;
+    }
+    for (int k = 0; k < 6; k++) {
+        PyObject *item = PyTuple_GET_ITEM(templates, k);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "templates must be bytes");
+            goto fail;
+        }
+        parts[k] = PyBytes_AS_STRING(item);
+        sizes[k] = PyBytes_GET_SIZE(item);
+        fixed += sizes[k];
+    }
+    enum { HEAD, TS_OPEN, LVL_OPEN, MSG_OPEN, NULL_FIELDS, END };
+
+    const unsigned char *s = block.buf;
+    Py_ssize_t n = block.len - (ends_in_newline && block.len > 0);
+    if (invalid_utf8(s, block.len) >= 0) {
+        PyBuffer_Release(&block);
+        Py_RETURN_NONE;
+    }
+    Out out;
+    Py_ssize_t guess = block.len + block.len / 2 + 4 * fixed;
+    out.bytes = PyBytes_FromStringAndSize(NULL, guess);
+    if (out.bytes == NULL) goto fail;
+    out.start = out.at = PyBytes_AS_STRING(out.bytes);
+    out.limit = out.start + guess;
+
+    unsigned long long number = first;
+    Py_ssize_t start = 0;
+    for (;;) {
+        const unsigned char *nl = memchr(s + start, '\n', (size_t)(n - start));
+        Py_ssize_t end = nl ? nl - s : n;
+        Py_ssize_t line_end = end;
+        if ((nl || ends_in_newline) && line_end > start && s[line_end - 1] == '\r') line_end--;
+        const unsigned char *line = s + start;
+        Py_ssize_t size = line_end - start;
+        /* Worst case: every byte becomes \u00XX. */
+        if (reserve(&out, fixed + 6 * size) < 0) goto fail_out;
+        put(&out, parts[HEAD], sizes[HEAD]);
+        put_number(&out, number++);
+        Py_ssize_t ts_end, lvl_end, msg_start;
+        if (shaped(line, size, &ts_end, &lvl_end, &msg_start)) {
+            put(&out, parts[TS_OPEN], sizes[TS_OPEN]);
+            put(&out, (const char *)line, ts_end);
+            put(&out, parts[LVL_OPEN], sizes[LVL_OPEN]);
+            put(&out, (const char *)line + ts_end + 2, lvl_end - ts_end - 2);
+            put(&out, parts[MSG_OPEN], sizes[MSG_OPEN]);
+            put_escaped(&out, line + msg_start, size - msg_start);
+        } else {
+            put(&out, parts[NULL_FIELDS], sizes[NULL_FIELDS]);
+            put_escaped(&out, line, size);
+        }
+        put(&out, parts[END], sizes[END]);
+        if (!nl) break;
+        start = end + 1;
+    }
+    PyBuffer_Release(&block);
+    Py_ssize_t used = out.at - out.start;
+    if (_PyBytes_Resize(&out.bytes, used) < 0) return NULL;
+    return Py_BuildValue("(NK)", out.bytes, number - first);
+
+fail_out:
+    Py_XDECREF(out.bytes);
+fail:
+    PyBuffer_Release(&block);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_lines", encode_lines, METH_VARARGS,
+     "encode_lines(block, first, ends_in_newline, templates) -> (bytes, count) | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "streamer._speedups", "Native line-to-JSON encoding.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    init_tables();
+    return PyModule_Create(&module);
+}

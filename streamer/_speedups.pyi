@@ -1,0 +1,3 @@
+def encode_lines(
+    block: bytes, first: int, ends_in_newline: bool, templates: tuple[bytes, ...], /
+) -> tuple[bytes, int] | None: ...
