@@ -436,7 +436,7 @@ def execute(opts: Options) -> Path:
         settings={"chunk_size": settings.chunk_size, "buffer_chunks": settings.buffer_chunks},
     )
     opts.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="streamer-bench-", dir=opts.work))
+    work = Path(tempfile.mkdtemp(prefix="streamer-bench-", dir=opts.work)).resolve()
     work.chmod(0o755)  # nginx's workers run as an unprivileged user and must read it
     try:
         root = work / "store"
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         json_sizes=sizes(args.json_sizes),
         s3_sizes=sizes(args.s3_sizes),
         repeats=max(1, args.repeats),
-        concurrency=[int(n) for n in args.concurrency.split(",")],
+        concurrency=[int(n) for n in args.concurrency.split(",") if n.strip()],
         duration=args.duration,
         rate=args.rate,
         concurrency_size=parse_size(args.concurrency_size),

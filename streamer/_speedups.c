@@ -1,6 +1,6 @@
 /* Native fast path of streamer.encoders.LineEncoder: whole lines of valid UTF-8 to JSON.
  *
- * encode_lines(block, first, ends_in_newline, templates) -> (bytes, count) | None
+ * encode_lines(block, first, ends_in_newline, templates) -> (bytes, count)
  *
  * `block` holds whole lines: block[:len - ends_in_newline].split(b"\n"). A "\r" right
  * before a "\n" ends a line and is dropped. Each line becomes one object, numbered from
@@ -8,8 +8,8 @@
  * with the templates (bytes) around the values:
  *   head NUMBER ts_open TIMESTAMP lvl_open LEVEL msg_open MESSAGE end      (shaped line)
  *   head NUMBER null_fields LINE end                                       (any other)
- * Returns None, having written nothing, when the block is not valid UTF-8 (as CPython's
- * strict decoder judges it): the caller then replaces bad bytes and calls again.
+ * Bytes that are not UTF-8 become U+FFFD exactly as bytes.decode("utf-8", "replace") makes
+ * them: one per maximal subpart of an ill-formed sequence (see `bad_length`).
  * Escaping is orjson's: '"' and '\\' and bytes below 0x20; non-ASCII stays raw.
  */
 #define PY_SSIZE_T_CLEAN
@@ -32,7 +32,37 @@ static void init_tables(void) {
     NEEDS['\t'] = 1; ESC2['\t'] = 't';
 }
 
-/* Index of the first byte of an invalid sequence, or -1 when all of s is valid UTF-8. */
+/* 0 when a valid sequence starts at s[i]; else how many bytes CPython's "replace" handler
+ * turns into one U+FFFD: the start byte and the continuation bytes that could still have
+ * completed it (1 for a byte that can start nothing). The bounds are those of RFC 3629,
+ * which rule out overlongs, surrogates and code points above U+10FFFF. */
+static Py_ssize_t bad_length(const unsigned char *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *size) {
+    unsigned char c = s[i];
+    Py_ssize_t need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 1;
+    }
+    Py_ssize_t k = 1;
+    if (i + 1 >= n || s[i + 1] < lo || s[i + 1] > hi) return 1;
+    for (k = 2; k <= need; k++) {
+        if (i + k >= n || s[i + k] < 0x80 || s[i + k] > 0xBF) return k;
+    }
+    *size = need + 1;
+    return 0;
+}
+
+/* Index of the first byte of an ill-formed sequence, or -1 when all of s is UTF-8. */
 static Py_ssize_t invalid_utf8(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
     while (i < n) {
@@ -44,32 +74,13 @@ static Py_ssize_t invalid_utf8(const unsigned char *s, Py_ssize_t n) {
                 continue;
             }
         }
-        unsigned char c = s[i];
-        if (c < 0x80) {
+        if (s[i] < 0x80) {
             i++;
             continue;
         }
-        Py_ssize_t need;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return i;
-        }
-        if (i + need >= n) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (Py_ssize_t k = 2; k <= need; k++) {
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
-        }
-        i += need + 1;
+        Py_ssize_t size;
+        if (bad_length(s, i, n, &size)) return i;
+        i += size;
     }
     return -1;
 }
@@ -129,6 +140,23 @@ static inline void put_escaped(Out *out, const unsigned char *s, Py_ssize_t n) {
         }
     }
     put(out, (const char *)s + run, n - run);
+}
+
+/* put_escaped for a line that is not all UTF-8: also replaces what is ill-formed. */
+static void put_escaped_replacing(Out *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t bad = invalid_utf8(s + i, n - i);
+        if (bad < 0) {
+            put_escaped(out, s + i, n - i);
+            return;
+        }
+        put_escaped(out, s + i, bad);
+        i += bad;
+        Py_ssize_t size;
+        i += bad_length(s, i, n, &size);
+        put(out, "\xef\xbf\xbd", 3);
+    }
 }
 
 #define DIGIT(c) ((unsigned char)((c) - '0') <= 9)
@@ -214,10 +242,8 @@ static PyObject *encode_lines(PyObject *self, PyObject *args) {
 
     const unsigned char *s = block.buf;
     Py_ssize_t n = block.len - (ends_in_newline && block.len > 0);
-    if (invalid_utf8(s, block.len) >= 0) {
-        PyBuffer_Release(&block);
-        Py_RETURN_NONE;
-    }
+    /* Most blocks are all UTF-8; only lines of those that are not are checked again. */
+    int all_utf8 = invalid_utf8(s, n) < 0;
     Out out;
     Py_ssize_t guess = block.len + block.len / 2 + 4 * fixed;
     out.bytes = PyBytes_FromStringAndSize(NULL, guess);
@@ -245,11 +271,15 @@ static PyObject *encode_lines(PyObject *self, PyObject *args) {
             put(&out, parts[LVL_OPEN], sizes[LVL_OPEN]);
             put(&out, (const char *)line + ts_end + 2, lvl_end - ts_end - 2);
             put(&out, parts[MSG_OPEN], sizes[MSG_OPEN]);
-            put_escaped(&out, line + msg_start, size - msg_start);
+            line += msg_start;
+            size -= msg_start;
         } else {
             put(&out, parts[NULL_FIELDS], sizes[NULL_FIELDS]);
-            put_escaped(&out, line, size);
         }
+        if (all_utf8)
+            put_escaped(&out, line, size);
+        else
+            put_escaped_replacing(&out, line, size);
         put(&out, parts[END], sizes[END]);
         if (!nl) break;
         start = end + 1;
@@ -268,7 +298,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"encode_lines", encode_lines, METH_VARARGS,
-     "encode_lines(block, first, ends_in_newline, templates) -> (bytes, count) | None"},
+     "encode_lines(block, first, ends_in_newline, templates) -> (bytes, count)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,7 +14,8 @@ newline, a newline, ``]``; an empty log is ``[]``::
 Style ``ndjson``: each object followed by a newline; an empty log is empty.
 
 `LineEncoder` is the fast path: it hands all the complete lines of a chunk to the native
-``streamer._speedups.encode_lines`` (one C pass: validate, split, match, escape, format),
+``streamer._speedups.encode_lines`` (one C pass: split, match, replace what is not UTF-8,
+escape, format),
 or, where that module was not built, escapes, matches and formats them in a few C-level
 passes of Python's own (`LineEncoder(native=False)`, about a third as fast).
 `reference_encode` is the plain model (split, one regex and one ``orjson.dumps`` per line)
@@ -248,14 +249,9 @@ class LineEncoder:
         (The native path drops those before a "\\n" itself; a last line's is gone.)
         """
         if self._native:
-            templates = self._native_templates
-            done = _speedups.encode_lines(block, self._next_line, ends_in_newline, templates)
-            if done is None:
-                # See below: replacing in the whole block equals replacing line by line.
-                block = block.decode("utf-8", "replace").encode()
-                done = _speedups.encode_lines(block, self._next_line, ends_in_newline, templates)
-                assert done is not None
-            out, count = done
+            out, count = _speedups.encode_lines(
+                block, self._next_line, ends_in_newline, self._native_templates
+            )
             self._next_line += count
             return out
         if not block.isascii():
