@@ -12,6 +12,7 @@ and the report gives medians with min and max.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -339,32 +341,67 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
                 print(f"s3 {size_name(size)} done", file=sys.stderr, flush=True)
 
 
+TUNING_GRID = [
+    (chunk, depth) for chunk in (256 << 10, 1 << 20, 2 << 20, 4 << 20) for depth in (3, 4, 6)
+]
+
+
 def _tuning(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
-    """Throughput of txt and json for a grid of chunk sizes and read-ahead depths."""
+    """txt and json throughput, and memory under slow clients, for chunk sizes and depths.
+
+    All the servers run at once and are fetched from in turn, `repeats` rounds, so that
+    the noise of the machine falls on every setting alike.
+    """
     size = max((s for s in opts.sizes if s <= GIB), default=opts.sizes[0])
     json_size = max((s for s in opts.json_sizes if s <= 100 * MIB), default=opts.json_sizes[0])
-    for chunk in (256 << 10, 1 << 20, 4 << 20):
-        for depth in (2, 4, 8):
-            log = work / "logs" / f"streamer-{chunk}-{depth}.log"
-            with servers.streamer(
-                str(root), SECRET, log, chunk_size=chunk, buffer_chunks=depth
-            ) as streamer:
-                speeds: dict[str, list[float]] = {"txt": [], "json": []}
-                for _ in range(opts.repeats):
-                    for fmt, s in (("txt", size), ("json", json_size)):
-                        got = fetch(_download_url(streamer.url, s, fmt), token, timeout=300)
-                        speeds[fmt].append(s / got.seconds / 1e6)
-                run.tuning.append(
-                    {
-                        "chunk_size": chunk,
-                        "buffer_chunks": depth,
-                        "txt_size": size,
-                        "json_size": json_size,
-                        "txt_mb_per_s": spread(speeds["txt"]),
-                        "json_mb_per_s": spread(speeds["json"]),
-                    }
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(
+                servers.streamer(
+                    str(root),
+                    SECRET,
+                    work / "logs" / f"streamer-{chunk}-{depth}.log",
+                    chunk_size=chunk,
+                    buffer_chunks=depth,
                 )
-            print(f"tuning {chunk}x{depth} done", file=sys.stderr, flush=True)
+            )
+            for chunk, depth in TUNING_GRID
+        ]
+        speeds: dict[tuple[int, str], list[float]] = defaultdict(list)
+        for _ in range(opts.repeats):
+            for index, streamer in enumerate(started):
+                for fmt, s in (("txt", size), ("json", json_size)):
+                    got = fetch(_download_url(streamer.url, s, fmt), token, timeout=300)
+                    speeds[(index, fmt)].append(s / got.seconds / 1e6)
+        slow = min(64, max(opts.concurrency, default=8))
+        for index, streamer in enumerate(started):
+            # Memory under slow clients: what the read-ahead really costs.
+            idle = ProcSampler(streamer.pid, sample=False)
+            idle.start()
+            idle_rss = idle.stop().rss_start_kib / 1024
+            load = run_load_sync(
+                _download_url(streamer.url, opts.concurrency_size, "txt"),
+                token,
+                slow,
+                min(opts.duration, 4.0),
+                opts.rate,
+                streamer.pid,
+            )
+            chunk, depth = TUNING_GRID[index]
+            run.tuning.append(
+                {
+                    "chunk_size": chunk,
+                    "buffer_chunks": depth,
+                    "txt_size": size,
+                    "json_size": json_size,
+                    "txt_mb_per_s": spread(speeds[(index, "txt")]),
+                    "json_mb_per_s": spread(speeds[(index, "json")]),
+                    "slow_clients": slow,
+                    "slow_rss_growth_mib": load["server"]["rss_peak_mib"] - idle_rss,
+                    "slow_errors": load["errors"],
+                }
+            )
+    print("tuning done", file=sys.stderr, flush=True)
 
 
 def _profiles(run: Run, opts: Options, streamer: servers.Server, token: str, work: Path) -> None:

@@ -253,14 +253,16 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
             "## Chunk size and read-ahead sweep (streamer, one client)",
             "",
             "| STREAMER_CHUNK_SIZE | STREAMER_BUFFER_CHUNKS | txt MB/s | json MB/s (input) |"
-            " bound per stream MiB |",
-            "|---|---|---|---|---|",
+            " bound per stream MiB | RSS growth MiB, slow clients | per slow client MiB |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in run["tuning"]:
             lines.append(
                 f"| {t['chunk_size'] >> 10} KiB | {t['buffer_chunks']} |"
                 f" {_cell(t, 'txt_mb_per_s')} | {_cell(t, 'json_mb_per_s')} |"
                 f" {t['chunk_size'] * t['buffer_chunks'] / MIB:g} |"
+                f" {t['slow_rss_growth_mib']:.0f} ({t['slow_clients']} at 1 MB/s) |"
+                f" {t['slow_rss_growth_mib'] / t['slow_clients']:.2f} |"
             )
     if run["profiles"]:
         lines += ["", "## Where the server's time goes (py-spy, share of samples on top)", ""]

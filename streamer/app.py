@@ -10,6 +10,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from . import errors
+from .allocator import tune_allocator
 from .auth import Authenticator, authorize
 from .catalog import Catalog, LogObject
 from .config import Settings, load_settings
@@ -202,4 +203,5 @@ class _OneLineAborts(logging.Filter):
 def create_app() -> Streamer:
     """uvicorn's factory: settings from the environment (the CLI exports its flags there)."""
     logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
+    tune_allocator()
     return Streamer(load_settings(os.environ))
