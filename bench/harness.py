@@ -215,7 +215,12 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                 _alternate(run, opts.repeats, "json", size, json_cases)
                 print(f"json {size_name(size)} done", file=sys.stderr, flush=True)
             if opts.profile:
-                _profiles(run, opts, streamer, token, work)
+                for fmt in ("txt", "json"):
+                    size = max(s for s in [*opts.sizes, *opts.json_sizes] if s <= GIB)
+                    url = _download_url(streamer.url, size, fmt)
+                    _profile(
+                        run, f"streamer {fmt} {size_name(size)}", streamer.pid, url, token, work
+                    )
             _concurrency(run, opts, streamer, token)
         finally:
             if nginx is not None:
@@ -338,6 +343,9 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
                 for repeat in range(opts.repeats):
                     via_streamer(repeat)
                     direct(repeat)
+                if opts.profile and size == max(opts.s3_sizes):
+                    url = _download_url(s3.url, size, "txt")
+                    _profile(run, f"streamer s3 {size_name(size)}", s3.pid, url, token, work)
                 print(f"s3 {size_name(size)} done", file=sys.stderr, flush=True)
 
 
@@ -404,43 +412,28 @@ def _tuning(run: Run, opts: Options, root: Path, work: Path, token: str) -> None
     print("tuning done", file=sys.stderr, flush=True)
 
 
-def _profiles(run: Run, opts: Options, streamer: servers.Server, token: str, work: Path) -> None:
-    """py-spy samples of the server while it streams txt, then json."""
+def _profile(run: Run, label: str, pid: int, url: str, token: str, work: Path) -> None:
+    """py-spy samples of a server while it serves `url` over and over for a few seconds."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
-        run.skipped["profile"] = "skipped: py-spy not installed"
+        run.skipped[f"profile {label}"] = "skipped: py-spy not installed"
         return
-    size = max(s for s in opts.sizes if s <= GIB)
-    for fmt in ("txt", "json"):
-        raw = work / f"profile-{fmt}.txt"
-        spy = subprocess.Popen(
-            [
-                pyspy,
-                "record",
-                "-p",
-                str(streamer.pid),
-                "-d",
-                "8",
-                "-r",
-                "200",
-                "-f",
-                "raw",
-                "-o",
-                str(raw),
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            fetch(_download_url(streamer.url, size, fmt), token, timeout=300)
-        spy.wait(60)
-        if raw.exists():
-            run.profiles[fmt] = _top_frames(raw.read_text())
-        else:
-            run.skipped[f"profile {fmt}"] = "skipped: py-spy could not attach"
+    raw = work / f"profile-{label}.txt"
+    flags = ["-d", "8", "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking"]
+    spy = subprocess.Popen(
+        [pyspy, "record", "-p", str(pid), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        fetch(url, token, timeout=300)
+    spy.wait(60)
+    if raw.exists():
+        run.profiles[label] = _top_frames(raw.read_text())
+    else:
+        run.skipped[f"profile {label}"] = "skipped: py-spy could not attach"
 
 
 def _top_frames(collapsed: str, count: int = 12) -> list[tuple[str, float]]:

@@ -1,9 +1,12 @@
 /* Native fast path of streamer.encoders.LineEncoder: whole lines of valid UTF-8 to JSON.
  *
- * encode_lines(block, first, ends_in_newline, templates) -> (bytes, count)
+ * encode_lines(head, block, start, stop, first, ends_in_newline, templates)
+ *     -> (bytes, count)
  *
- * `block` holds whole lines: block[:len - ends_in_newline].split(b"\n"). A "\r" right
- * before a "\n" ends a line and is dropped. Each line becomes one object, numbered from
+ * The text is head + block[start:stop] (head: the start of a line held over from earlier
+ * chunks; only that one line is ever copied) and holds whole lines:
+ * text[:len - ends_in_newline].split(b"\n"). A "\r" right before a "\n" ends a line and
+ * is dropped. Each line becomes one object, numbered from
  * `first`, laid out exactly as orjson.dumps of the dict that encoders.parse_line makes,
  * with the templates (bytes) around the values:
  *   head NUMBER ts_open TIMESTAMP lvl_open LEVEL msg_open MESSAGE end      (shaped line)
@@ -213,17 +216,60 @@ static int shaped(const unsigned char *s, Py_ssize_t n, Py_ssize_t *ts_end, Py_s
     return 1;
 }
 
+enum { HEAD, TS_OPEN, LVL_OPEN, MSG_OPEN, NULL_FIELDS, END };
+
+typedef struct {
+    const char *parts[6];
+    Py_ssize_t sizes[6];
+    Py_ssize_t fixed; /* all the parts and the longest number */
+} Templates;
+
+/* One line, its "\n" and line-ending "\r" gone, as one object. */
+static int encode_line(Out *out, const Templates *t, const unsigned char *line, Py_ssize_t size,
+                       unsigned long long number, int utf8) {
+    /* Worst case: every byte becomes \u00XX. */
+    if (reserve(out, t->fixed + 6 * size) < 0) return -1;
+    put(out, t->parts[HEAD], t->sizes[HEAD]);
+    put_number(out, number);
+    Py_ssize_t ts_end, lvl_end, msg_start;
+    if (shaped(line, size, &ts_end, &lvl_end, &msg_start)) {
+        put(out, t->parts[TS_OPEN], t->sizes[TS_OPEN]);
+        put(out, (const char *)line, ts_end);
+        put(out, t->parts[LVL_OPEN], t->sizes[LVL_OPEN]);
+        put(out, (const char *)line + ts_end + 2, lvl_end - ts_end - 2);
+        put(out, t->parts[MSG_OPEN], t->sizes[MSG_OPEN]);
+        line += msg_start;
+        size -= msg_start;
+    } else {
+        put(out, t->parts[NULL_FIELDS], t->sizes[NULL_FIELDS]);
+    }
+    if (utf8)
+        put_escaped(out, line, size);
+    else
+        put_escaped_replacing(out, line, size);
+    put(out, t->parts[END], t->sizes[END]);
+    return 0;
+}
+
 static PyObject *encode_lines(PyObject *self, PyObject *args) {
-    Py_buffer block;
+    (void)self;
+    Py_buffer head, block;
+    Py_ssize_t start, stop;
     unsigned long long first;
     int ends_in_newline;
     PyObject *templates;
-    if (!PyArg_ParseTuple(args, "y*KpO!", &block, &first, &ends_in_newline, &PyTuple_Type,
-                          &templates))
+    if (!PyArg_ParseTuple(args, "y*y*nnKpO!", &head, &block, &start, &stop, &first,
+                          &ends_in_newline, &PyTuple_Type, &templates))
         return NULL;
-    const char *parts[6];
-    Py_ssize_t sizes[6];
-    Py_ssize_t fixed = 24;
+    Templates t;
+    t.fixed = 24;
+    unsigned char *joined = NULL;
+    Out out;
+    out.bytes = NULL;
+    if (start < 0 || stop > block.len || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "start and stop must bound a slice of block");
+        goto fail;
+    }
     if (PyTuple_GET_SIZE(templates) != 6) {
         PyErr_SetString(PyExc_ValueError, "templates must be 6 bytes objects");
         goto fail;
@@ -234,76 +280,79 @@ static PyObject *encode_lines(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "templates must be bytes");
             goto fail;
         }
-        parts[k] = PyBytes_AS_STRING(item);
-        sizes[k] = PyBytes_GET_SIZE(item);
-        fixed += sizes[k];
+        t.parts[k] = PyBytes_AS_STRING(item);
+        t.sizes[k] = PyBytes_GET_SIZE(item);
+        t.fixed += t.sizes[k];
     }
-    enum { HEAD, TS_OPEN, LVL_OPEN, MSG_OPEN, NULL_FIELDS, END };
 
     const unsigned char *s = block.buf;
-    Py_ssize_t n = block.len - (ends_in_newline && block.len > 0);
-    /* Most blocks are all UTF-8; only lines of those that are not are checked again. */
-    int all_utf8 = invalid_utf8(s, n) < 0;
-    Out out;
-    Py_ssize_t guess = block.len + block.len / 2 + 4 * fixed;
+    Py_ssize_t total = head.len + stop - start;
+    /* The text is head + block[start:stop]; its lines: text[:len - ends_in_newline]. */
+    Py_ssize_t n = stop - (ends_in_newline && total > 0);
+    if (n < start) n = start; /* the final "\n" was head's last byte */
+    Py_ssize_t guess = total + total / 2 + 4 * t.fixed;
     out.bytes = PyBytes_FromStringAndSize(NULL, guess);
     if (out.bytes == NULL) goto fail;
     out.start = out.at = PyBytes_AS_STRING(out.bytes);
     out.limit = out.start + guess;
-
     unsigned long long number = first;
-    Py_ssize_t start = 0;
+
+    if (head.len) {
+        /* The first line starts in head (a line held over from earlier chunks): join just
+         * that line. */
+        const unsigned char *nl = memchr(s + start, '\n', (size_t)(n - start));
+        Py_ssize_t end = nl ? nl - s : n;
+        Py_ssize_t head_len = head.len;
+        if (!nl && ends_in_newline && stop == start) head_len--; /* head held the "\n" */
+        Py_ssize_t size = head_len + end - start;
+        joined = PyMem_Malloc(size ? (size_t)size : 1);
+        if (joined == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(joined, head.buf, (size_t)head_len);
+        memcpy(joined + head_len, s + start, (size_t)(end - start));
+        if ((nl || ends_in_newline) && size && joined[size - 1] == '\r') size--;
+        if (encode_line(&out, &t, joined, size, number++, invalid_utf8(joined, size) < 0) < 0)
+            goto fail;
+        if (!nl) goto done;
+        start = end + 1;
+    }
+    /* Most blocks are all UTF-8; only lines of those that are not are checked again. */
+    int utf8 = invalid_utf8(s + start, n - start) < 0;
     for (;;) {
         const unsigned char *nl = memchr(s + start, '\n', (size_t)(n - start));
         Py_ssize_t end = nl ? nl - s : n;
         Py_ssize_t line_end = end;
         if ((nl || ends_in_newline) && line_end > start && s[line_end - 1] == '\r') line_end--;
-        const unsigned char *line = s + start;
-        Py_ssize_t size = line_end - start;
-        /* Worst case: every byte becomes \u00XX. */
-        if (reserve(&out, fixed + 6 * size) < 0) goto fail_out;
-        put(&out, parts[HEAD], sizes[HEAD]);
-        put_number(&out, number++);
-        Py_ssize_t ts_end, lvl_end, msg_start;
-        if (shaped(line, size, &ts_end, &lvl_end, &msg_start)) {
-            put(&out, parts[TS_OPEN], sizes[TS_OPEN]);
-            put(&out, (const char *)line, ts_end);
-            put(&out, parts[LVL_OPEN], sizes[LVL_OPEN]);
-            put(&out, (const char *)line + ts_end + 2, lvl_end - ts_end - 2);
-            put(&out, parts[MSG_OPEN], sizes[MSG_OPEN]);
-            line += msg_start;
-            size -= msg_start;
-        } else {
-            put(&out, parts[NULL_FIELDS], sizes[NULL_FIELDS]);
-        }
-        if (all_utf8)
-            put_escaped(&out, line, size);
-        else
-            put_escaped_replacing(&out, line, size);
-        put(&out, parts[END], sizes[END]);
+        if (encode_line(&out, &t, s + start, line_end - start, number++, utf8) < 0) goto fail;
         if (!nl) break;
         start = end + 1;
     }
+done:
+    PyMem_Free(joined);
+    PyBuffer_Release(&head);
     PyBuffer_Release(&block);
-    Py_ssize_t used = out.at - out.start;
-    if (_PyBytes_Resize(&out.bytes, used) < 0) return NULL;
+    if (_PyBytes_Resize(&out.bytes, out.at - out.start) < 0) return NULL;
     return Py_BuildValue("(NK)", out.bytes, number - first);
 
-fail_out:
-    Py_XDECREF(out.bytes);
 fail:
+    PyMem_Free(joined);
+    Py_XDECREF(out.bytes);
+    PyBuffer_Release(&head);
     PyBuffer_Release(&block);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"encode_lines", encode_lines, METH_VARARGS,
-     "encode_lines(block, first, ends_in_newline, templates) -> (bytes, count)"},
+     "encode_lines(head, block, start, stop, first, ends_in_newline, templates) -> (bytes, count)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "streamer._speedups", "Native line-to-JSON encoding.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {

@@ -197,22 +197,28 @@ class LineEncoder:
             outs.append(self._stream(chunk[:end], last=True))
             chunk = chunk[end + 1 :]
         cut = chunk.rfind(b"\n") + 1
-        if cut:
+        if cut and self._native:
+            # One call, no copy of the chunk: it joins the held-over start of the first
+            # line itself, and drops each "\r" before a "\n".
+            head = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            out, count = _speedups.encode_lines(
+                head, chunk, 0, cut, self._next_line, True, self._native_templates
+            )
+            self._next_line += count
+            outs.append(out)
+        elif cut:
             block = b"".join([*self._pending, chunk[:cut]])
             self._pending, self._pending_size = [], 0
-            if self._native:
-                # One call: it drops each "\r" before a "\n" itself and needs no slices.
-                outs.append(self._encode(block, ends_in_newline=True))
-            else:
-                if b"\r" in block:
-                    # Every line here ends in "\n", so each line-ending "\r" precedes one.
-                    block = block.replace(b"\r\n", b"\n")
-                # Slices that stay in the CPU cache through all passes: 10% faster on 1 MiB.
-                start = 0
-                while start < len(block):
-                    end = block.find(b"\n", start + _SLICE) + 1 or len(block)
-                    outs.append(self._encode(block[start:end], ends_in_newline=True))
-                    start = end
+            if b"\r" in block:
+                # Every line here ends in "\n", so each line-ending "\r" precedes one.
+                block = block.replace(b"\r\n", b"\n")
+            # Slices that stay in the CPU cache through all passes: 10% faster on 1 MiB.
+            start = 0
+            while start < len(block):
+                end = block.find(b"\n", start + _SLICE) + 1 or len(block)
+                outs.append(self._encode(block[start:end], ends_in_newline=True))
+                start = end
         if cut < len(chunk):
             self._pending.append(chunk[cut:])
             self._pending_size += len(chunk) - cut
@@ -246,11 +252,11 @@ class LineEncoder:
     def _encode(self, block: bytes, *, ends_in_newline: bool) -> bytes:
         """Encode the whole lines in ``block``, whose line-ending "\\r" are already gone.
 
-        (The native path drops those before a "\\n" itself; a last line's is gone.)
+        (Only `finish` calls it on the native path, with a last line whose "\\r" is gone.)
         """
         if self._native:
             out, count = _speedups.encode_lines(
-                block, self._next_line, ends_in_newline, self._native_templates
+                b"", block, 0, len(block), self._next_line, ends_in_newline, self._native_templates
             )
             self._next_line += count
             return out
