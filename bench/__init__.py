@@ -1,1 +1,1 @@
-"""Benchmarks for streamer: `python -m bench` (harness), `python -m bench.load` (load mode)."""
+"""Benchmarks for streamer: see bench/README.md."""

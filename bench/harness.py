@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from . import servers
 from .client import Fetch, fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
-from .stats import GIB, MIB, ProcSampler, spread, summary
+from .stats import GIB, MIB, ProcSampler, memory_kib, spread, summary
 
 SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}&format={fmt}"
@@ -110,6 +111,11 @@ def _record(
     run: Run, group: str, case: str, size: int, repeat: int, got: Fetch, usage: dict[str, Any]
 ) -> None:
     gaps = summary(got.gaps)
+    # The p99 of a long download has far more samples to catch a hiccup of the machine
+    # than a short one: also give the median of the p99s of 100 MiB windows.
+    per_window = max(1, round(len(got.gaps) * min(1.0, 100 * MIB / size)))
+    windows = [got.gaps[i : i + per_window] for i in range(0, len(got.gaps), per_window)]
+    windowed = [summary(w)["p99"] for w in windows if len(w) == per_window] or [gaps["p99"]]
     run.cases.append(
         {
             "group": group,
@@ -126,6 +132,7 @@ def _record(
             "gap_p50_s": gaps["p50"],
             "gap_p99_s": gaps["p99"],
             "gap_max_s": gaps["max"],
+            "gap_p99_100mib_window_s": statistics.median(windowed),
             "cpu_s_per_gib": usage["cpu_s"] / (size / GIB),
             "peak_rss_mib": usage["rss_peak_mib"],
         }
@@ -221,25 +228,27 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                     _profile(
                         run, f"streamer {fmt} {size_name(size)}", streamer.pid, url, token, work
                     )
-            _concurrency(run, opts, streamer, token)
+            _concurrency(run, opts, root, work, token)
         finally:
             if nginx is not None:
                 nginx.stop()
 
 
-def _concurrency(run: Run, opts: Options, streamer: servers.Server, token: str) -> None:
-    url = _download_url(streamer.url, opts.concurrency_size, "txt")
+def _concurrency(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
+    """Each load on a fresh streamer, so that its idle RSS is not a previous run's peak."""
     for clients in opts.concurrency:
         for rate in (None, opts.rate):
-            idle = ProcSampler(streamer.pid, sample=False)
-            idle.start()
-            time.sleep(0.3)
-            idle_rss = idle.stop().rss_start_kib / 1024
-            try:
-                result = run_load_sync(url, token, clients, opts.duration, rate, streamer.pid)
-            except Exception as exc:
-                run.errors.append(f"load {clients} rate={rate}: {type(exc).__name__}: {exc}")
-                continue
+            log = work / "logs" / f"streamer-load-{clients}-{rate}.log"
+            with servers.streamer(str(root), SECRET, log) as streamer:
+                url = _download_url(streamer.url, opts.concurrency_size, "txt")
+                fetch(url, token, timeout=300)  # warmed up: imports, catalog, one stream
+                time.sleep(0.3)
+                idle_rss = memory_kib(streamer.pid, "VmRSS") / 1024
+                try:
+                    result = run_load_sync(url, token, clients, opts.duration, rate, streamer.pid)
+                except Exception as exc:
+                    run.errors.append(f"load {clients} rate={rate}: {type(exc).__name__}: {exc}")
+                    continue
             result["idle_rss_mib"] = idle_rss
             result["size"] = opts.concurrency_size
             run.concurrency.append(result)
