@@ -101,8 +101,9 @@ def fetch(
     hash_body: bool = False,
     buffer_size: int = 1 << 20,
     timeout: float = 120.0,
+    first_bytes_only: bool = False,
 ) -> Fetch:
-    """GET `url` on a fresh connection and read the whole body."""
+    """GET `url` on a fresh connection and read the whole body (or only the head)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     digest = hashlib.sha256() if hash_body else None
@@ -145,6 +146,7 @@ def fetch(
             return received >= length
 
         finished = take(memoryview(rest)) if rest or length == 0 else length == 0
+        finished = finished or first_bytes_only
         last = first
         if not finished and length is not None and sink is None and rate is None:
             # The common case, kept tight: only count (one request per connection, so

@@ -88,6 +88,8 @@ class Run:
     concurrency: list[dict[str, Any]] = field(default_factory=list)
     tuning: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # TTFB alone, sizes fetched in turn (headers, then the connection is closed).
+    ttfb_probe: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     # Kept for the plots only, not written: the client's gaps of each case's last run.
     gaps: dict[str, list[float]] = field(default_factory=dict)
@@ -221,6 +223,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                 ]
                 _alternate(run, opts.repeats, "json", size, json_cases)
                 print(f"json {size_name(size)} done", file=sys.stderr, flush=True)
+            _ttfb_probe(run, opts, streamer, token)
             if opts.profile:
                 for fmt in ("txt", "json"):
                     size = max(s for s in [*opts.sizes, *opts.json_sizes] if s <= GIB)
@@ -232,6 +235,17 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
         finally:
             if nginx is not None:
                 nginx.stop()
+
+
+def _ttfb_probe(run: Run, opts: Options, streamer: servers.Server, token: str) -> None:
+    """TTFB of each size, the sizes in turn, 10 rounds: the same catalog cache and page
+    cache state for all, which whole downloads of different lengths cannot give."""
+    seen: dict[int, list[float]] = defaultdict(list)
+    for _ in range(10):
+        for size in opts.sizes:
+            url = _download_url(streamer.url, size, "txt")
+            seen[size].append(fetch(url, token, first_bytes_only=True).ttfb_s)
+    run.ttfb_probe = {str(size): spread(values) for size, values in seen.items()}
 
 
 def _concurrency(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:

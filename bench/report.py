@@ -116,7 +116,26 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         )
     )
     big, mid = 10 * GIB, 100 * MIB
-    for metric, label in (("ttfb_s", "TTFB"), ("gap_p99_s", "p99 chunk gap")):
+    probe = run.get("ttfb_probe", {})
+    if str(big) in probe and str(mid) in probe:
+        whole = _median(rows, "txt", "streamer", big, "ttfb_s") / _median(
+            rows, "txt", "streamer", mid, "ttfb_s"
+        )
+        out.append(
+            _target(
+                "TTFB of 10 GiB <= 1.2x that of 100 MiB (txt, sizes in turn)",
+                probe[str(big)]["median"] / probe[str(mid)]["median"],
+                1.2,
+                False,
+                f"{probe[str(big)]['median'] * 1e3:.2f} vs {probe[str(mid)]['median'] * 1e3:.2f}"
+                f" ms; from the whole downloads above: {whole:.2f}x",
+            )
+        )
+    else:
+        out.append(
+            _target("TTFB of 10 GiB <= 1.2x that of 100 MiB (txt)", float("nan"), 1.2, False)
+        )
+    for metric, label in (("gap_p99_s", "p99 chunk gap"),):
         note = ""
         if metric == "gap_p99_s":
             windowed = _median(rows, "txt", "streamer", big, "gap_p99_100mib_window_s") / (
@@ -235,6 +254,19 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
         )
     for name, reason in run["skipped"].items():
         lines.append(f"| - | {name} | - | {reason} | | | | | | | |")
+    if run.get("ttfb_probe"):
+        lines += [
+            "",
+            "TTFB alone (streamer txt, headers then close, the sizes in turn, 10 rounds), ms:",
+            "",
+            "| size | median | min | max |",
+            "|---|---|---|---|",
+        ]
+        for size, s in sorted(run["ttfb_probe"].items(), key=lambda item: int(item[0])):
+            lines.append(
+                f"| {size_name(int(size))} | {s['median'] * 1e3:.2f} | {s['min'] * 1e3:.2f}"
+                f" | {s['max'] * 1e3:.2f} |"
+            )
     if run["identical_output"]:
         lines += ["", "json output identical (sha256 of both bodies):"]
         lines += [
