@@ -239,12 +239,15 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
 
 def _ttfb_probe(run: Run, opts: Options, streamer: servers.Server, token: str) -> None:
     """TTFB of each size, the sizes in turn, 10 rounds: the same catalog cache and page
-    cache state for all, which whole downloads of different lengths cannot give."""
+    cache state for all, which whole downloads of different lengths cannot give. Each
+    probe closes its connection after the headers; a pause lets the server finish
+    cancelling that stream before the next probe, so no probe pays for another's end."""
     seen: dict[int, list[float]] = defaultdict(list)
     for _ in range(10):
         for size in opts.sizes:
             url = _download_url(streamer.url, size, "txt")
             seen[size].append(fetch(url, token, first_bytes_only=True).ttfb_s)
+            time.sleep(0.1)
     run.ttfb_probe = {str(size): spread(values) for size, values in seen.items()}
 
 
