@@ -324,25 +324,34 @@ def plots(
     import matplotlib
 
     matplotlib.use("Agg")
+    plot_throughput(rows, out)
+    plot_gaps_and_rss(run, gaps, out)
+
+
+def plot_throughput(rows: list[dict[str, Any]], out: Path) -> None:
+    """Throughput vs the baselines, per group and size."""
     import matplotlib.pyplot as plt
 
-    # Throughput vs the baselines, per group and size.
     bars = [r for r in rows if "mb_per_s" in r]
     bars.sort(key=lambda r: ({"txt": 0, "json": 1, "s3": 2}.get(r["group"], 9), r["size"]))
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=80)
-    labels = [f"{r['group']} {size_name(r['size'])}\n{r['case'][:22]}" for r in bars]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.22 * len(bars)), dpi=80)
+    labels = [f"{r['group']} {size_name(r['size'])}: {r['case'][:26]}" for r in bars]
     values = [r["mb_per_s"]["median"] for r in bars]
     lows = [r["mb_per_s"]["median"] - r["mb_per_s"]["min"] for r in bars]
     highs = [r["mb_per_s"]["max"] - r["mb_per_s"]["median"] for r in bars]
     colors = ["tab:blue" if r["case"] == "streamer" else "tab:gray" for r in bars]
     ax.barh(range(len(bars)), values, xerr=[lows, highs], color=colors)
-    ax.set_yticks(range(len(bars)), labels, fontsize=6)
+    ax.set_yticks(range(len(bars)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("MB/s of log bytes (median, min-max); blue: streamer")
     ax.set_title("streamer vs baselines")
     fig.tight_layout()
     fig.savefig(out / "throughput.png")
     plt.close(fig)
+
+
+def plot_gaps_and_rss(run: dict[str, Any], gaps: dict[str, list[float]], out: Path) -> None:
+    import matplotlib.pyplot as plt
 
     # Chunk-gap distribution at the client, largest txt size.
     fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
