@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: venv run test lint bench image clean tools
 
-$(STAMP): pyproject.toml
+# The C file too: `pip install -e` builds streamer/_speedups in place, and must again when
+# it changes.
+$(STAMP): pyproject.toml streamer/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -40,8 +43,15 @@ tools:
 test: $(STAMP) lint tools
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# nginx is a baseline of the benchmark; installed here when missing (machines and CI are
+# root). The harness runs it itself, on a loopback port, with its own prefix.
+bench: $(BENCH_STAMP)
+	command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev
@@ -57,4 +67,4 @@ image:
 	fi
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) var build *.egg-info streamer/*.so .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from . import errors
+from .allocator import tune_allocator
 from .auth import Authenticator, authorize
 from .catalog import Catalog, LogObject
 from .coding import Chain, GzipEncoder
@@ -189,4 +190,5 @@ class _OneLineAborts(logging.Filter):
 def create_app() -> Observe:
     """uvicorn's factory: settings from the environment (the CLI exports its flags there)."""
     logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
+    tune_allocator()
     return Observe(Streamer(load_settings(os.environ)))

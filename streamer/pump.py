@@ -1,10 +1,12 @@
 """Moves one object from the store to the client.
 
 The rules this module keeps:
-- Bounded memory. A producer task reads at most `buffer_chunks` chunks ahead into a
-  bounded anyio memory object stream; the consumer awaits ASGI `send` per chunk, and
-  uvicorn's flow control holds `send` while the client is slow, so a slow client slows
-  the storage reads instead of filling memory.
+- Bounded memory. At most `buffer_chunks` chunks of a stream (but three at the least) are
+  alive at once: the one the producer task has just read, up to two that the server's
+  transport may still hold (the one being written and the tail of the one before), and
+  the rest queued in a bounded anyio memory object stream. The consumer awaits ASGI
+  `send` per chunk, and uvicorn's flow control holds `send` while the client is slow, so
+  a slow client slows the storage reads instead of filling memory.
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
   watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
   consumer at once; the reader is closed on every path.
@@ -74,7 +76,10 @@ async def pump(
     stops there, and a source that ends sooner aborts the transfer.
     """
     transfer = Transfer()
-    chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=buffer_chunks)
+    # Chunks in hand count against the bound too: the one the producer has read, and two
+    # the transport may hold (one being written, the last bytes of the one before).
+    queued = max(0, buffer_chunks - 3)
+    chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=queued)
     started = False
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_produce, reader, chunks, chunk_size, transform, length, transfer)

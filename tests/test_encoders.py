@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streamer.encoders import (
     FIELD_NAMES,
+    NATIVE,
     Fields,
     LineEncoder,
     Style,
@@ -22,6 +23,9 @@ from streamer.encoders import (
 )
 
 STYLES: list[Style] = ["json", "ndjson"]
+# Every property holds for both implementations: the native one (streamer._speedups) and
+# the pure-Python one it falls back to.
+IMPLEMENTATIONS = [pytest.param(True, id="native"), pytest.param(False, id="python")]
 
 
 def spec_lines(data: bytes) -> list[bytes]:
@@ -36,8 +40,10 @@ def expected(data: bytes) -> list[dict[str, object]]:
     return [parse_line(number, line) for number, line in enumerate(spec_lines(data), start=1)]
 
 
-def encode(chunks: list[bytes], style: Style = "json", max_line: int = 1 << 20) -> bytes:
-    encoder = LineEncoder(style, max_line=max_line)
+def encode(
+    chunks: list[bytes], style: Style = "json", max_line: int = 1 << 20, native: bool = NATIVE
+) -> bytes:
+    encoder = LineEncoder(style, max_line=max_line, native=native)
     return b"".join([encoder.feed(chunk) for chunk in chunks]) + encoder.finish()
 
 
@@ -117,12 +123,15 @@ any_log = st.one_of(logs(), st.binary(), st.binary(max_size=40).map(lambda b: b"
 @given(data=any_log, cuts=st.lists(st.integers(min_value=0), max_size=12))
 @example(data=b"abc\r", cuts=[3])
 @example(data=b"\xe2\x82\xac\r\n", cuts=[1, 2, 4])
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_any_split_gives_the_spec_output(style: Style, data: bytes, cuts: list[int]) -> None:
-    whole = encode([data], style)
+def test_any_split_gives_the_spec_output(
+    style: Style, native: bool, data: bytes, cuts: list[int]
+) -> None:
+    whole = encode([data], style, native=native)
     assert decode(whole, style) == expected(data)
     assert whole == reference_encode(data, style)
-    assert encode(split_at(data, cuts), style) == whole
+    assert encode(split_at(data, cuts), style, native=native) == whole
 
 
 @given(
@@ -130,20 +139,23 @@ def test_any_split_gives_the_spec_output(style: Style, data: bytes, cuts: list[i
     cuts=st.lists(st.integers(min_value=0), max_size=12),
     max_line=st.integers(min_value=0, max_value=40),
 )
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
 def test_long_lines_streamed_in_pieces_give_the_same_output(
-    style: Style, data: bytes, cuts: list[int], max_line: int
+    style: Style, native: bool, data: bytes, cuts: list[int], max_line: int
 ) -> None:
     chunks = split_at(data, cuts)
-    assert encode(chunks, style, max_line) == reference_encode(data, style)
+    assert encode(chunks, style, max_line, native) == reference_encode(data, style)
 
 
 @given(data=any_log)
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_one_byte_at_a_time(style: Style, data: bytes) -> None:
+def test_one_byte_at_a_time(style: Style, native: bool, data: bytes) -> None:
     one_by_one = [data[i : i + 1] for i in range(len(data))]
-    assert encode(one_by_one, style) == encode([data], style)
-    assert encode(one_by_one, style, max_line=3) == encode([data], style)
+    whole = encode([data], style, native=native)
+    assert encode(one_by_one, style, native=native) == whole
+    assert encode(one_by_one, style, max_line=3, native=native) == whole
 
 
 @given(line=log_line())
@@ -248,10 +260,11 @@ def test_other_shapes_keep_the_whole_line(line: str) -> None:
         (b"bad \xff \xe2\x82 end\n", ["bad \ufffd \ufffd end"]),
     ],
 )
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_line_endings(style: Style, data: bytes, messages: list[str]) -> None:
+def test_line_endings(style: Style, native: bool, data: bytes, messages: list[str]) -> None:
     for chunks in ([data], [data[i : i + 1] for i in range(len(data))], [data[:-1], data[-1:]]):
-        got = decode(encode(chunks, style), style)
+        got = decode(encode(chunks, style, native=native), style)
         assert [obj["message"] for obj in got if isinstance(obj, dict)] == messages
         assert [obj["line"] for obj in got if isinstance(obj, dict)] == list(
             range(1, len(messages) + 1)
@@ -325,15 +338,17 @@ def test_a_long_line_is_sent_in_pieces(head: bytes) -> None:
         b"12:34-56+78" * 500 + b"\n",
     ],
 )
-def test_a_long_line_whose_shape_is_still_open_is_held(data: bytes) -> None:
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+def test_a_long_line_whose_shape_is_still_open_is_held(data: bytes, native: bool) -> None:
     for size in (1, 7):
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
         for max_line in (0, 10):
-            assert encode(chunks, max_line=max_line) == reference_encode(data)
+            assert encode(chunks, max_line=max_line, native=native) == reference_encode(data)
 
 
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_large_logs_in_large_chunks(style: Style) -> None:
+def test_large_logs_in_large_chunks(style: Style, native: bool) -> None:
     rng = random.Random(7)
     pieces = [
         b"2026-03-13T10:00:00.123Z [INFO] step ",
@@ -350,16 +365,18 @@ def test_large_logs_in_large_chunks(style: Style) -> None:
     data = b"".join(rng.choice(pieces) for _ in range(100_000))
     want = reference_encode(data, style)
     for size in (1 << 20, 100_003, 65_536):
-        assert encode([data[i : i + size] for i in range(0, len(data), size)], style) == want
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert encode(chunks, style, native=native) == want
 
 
 @given(data=any_log, cuts=st.lists(st.integers(min_value=0), max_size=6))
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
 @pytest.mark.parametrize("fields", list(FIELD_NAMES))
 @pytest.mark.parametrize("style", STYLES)
 def test_field_names_rename_the_three_fields(
-    style: Style, fields: Fields, data: bytes, cuts: list[int]
+    style: Style, fields: Fields, native: bool, data: bytes, cuts: list[int]
 ) -> None:
-    encoder = LineEncoder(style, fields, max_line=64)
+    encoder = LineEncoder(style, fields, max_line=64, native=native)
     out = b"".join(encoder.feed(chunk) for chunk in split_at(data, cuts)) + encoder.finish()
     assert out == reference_encode(data, style, fields)
     renamed = [
@@ -389,3 +406,34 @@ def test_field_names_of_each_platform() -> None:
         "SeverityText": None,
         "Body": "plain",
     }
+
+
+def test_the_native_encoder_is_built() -> None:
+    """gcc and Python's headers are on every machine here: the fast path must be there."""
+    assert NATIVE
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xed\xa0\x80",  # a surrogate
+        b"\xed\x9f\xbf",  # the last code point before them (valid)
+        b"\xe0\x80\xaf",  # overlong
+        b"\xc0\xaf",
+        b"\xc1\xbf",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf0\x90\x80\x80",  # U+10000 (valid)
+        b"\xf4\x8f\xbf\xbf",  # U+10FFFF (valid)
+        b"\xf4\x90\x80\x80",  # beyond U+10FFFF
+        b"\xf5\x80\x80\x80",
+        b"\xff",
+        b"\xe2\x82",  # cut short
+        b"\xf0\x9f\x98",
+        b"\xc3",
+        b"\x80\xbf",
+    ],
+)
+@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+def test_utf8_edge_cases_are_replaced_as_python_does(bad: bytes, native: bool) -> None:
+    for data in (b"a" + bad + b"b\n", bad, b"12345678" + bad, b"2026-03-13T10:00:00Z [I] " + bad):
+        assert encode([data], native=native) == reference_encode(data)

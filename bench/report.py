@@ -1,0 +1,407 @@
+"""results.json, report.md and the plots of one benchmark run."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .stats import GIB, MIB, spread
+
+METRICS = (
+    "mb_per_s",
+    "out_mb_per_s",
+    "ttfb_s",
+    "gap_p50_s",
+    "gap_p99_s",
+    "gap_max_s",
+    "cpu_s_per_gib",
+    "peak_rss_mib",
+)
+
+
+def size_name(size: int) -> str:
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def medians(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (group, case, size): every metric as median, min and max."""
+    grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for case in cases:
+        grouped[(case["group"], case["case"], case["size"])].append(case)
+    rows = []
+    for (group, name, size), runs in grouped.items():
+        row: dict[str, Any] = {"group": group, "case": name, "size": size, "runs": len(runs)}
+        for metric in (*METRICS, "moto_cpu_s_per_gib", "gap_p99_100mib_window_s"):
+            values = [r[metric] for r in runs if metric in r]
+            if values:
+                row[metric] = spread(values)
+        rows.append(row)
+    return rows
+
+
+def _median(rows: list[dict[str, Any]], group: str, case: str, size: int, metric: str) -> float:
+    for row in rows:
+        if (row["group"], row["case"], row["size"]) == (group, case, size) and metric in row:
+            value: float = row[metric]["median"]
+            return value
+    return float("nan")
+
+
+def _target(name: str, value: float, goal: float, higher: bool, note: str = "") -> dict[str, Any]:
+    if value != value:  # nan: not measured in this run
+        verdict = "n/a"
+    else:
+        verdict = "pass" if (value >= goal if higher else value <= goal) else "fail"
+    return {
+        "target": name,
+        "value": value,
+        "goal": goal,
+        "higher_is_better": higher,
+        "verdict": verdict,
+        "note": note,
+    }
+
+
+def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    opts = run["options"]
+    out = []
+    txt = max((s for s in opts["sizes"] if s <= GIB), default=0)
+    streamer_txt = _median(rows, "txt", "streamer", txt, "mb_per_s")
+    nginx = _median(rows, "txt", "nginx sendfile", txt, "mb_per_s")
+    starlette = _median(rows, "txt", "starlette FileResponse 1 MiB", txt, "mb_per_s")
+    at = f" ({size_name(txt)})"
+    out.append(
+        _target(
+            "txt >= 0.9x nginx sendfile" + at,
+            streamer_txt / nginx,
+            0.9,
+            True,
+            run["skipped"].get("nginx", ""),
+        )
+    )
+    out.append(
+        _target(
+            "txt >= 1.5x starlette FileResponse (1 MiB)" + at, streamer_txt / starlette, 1.5, True
+        )
+    )
+    js = max(opts["json_sizes"], default=0)
+    ratio = _median(rows, "json", "streamer", js, "mb_per_s") / _median(
+        rows, "json", "regex + orjson.dumps per line", js, "mb_per_s"
+    )
+    identical = all(run["identical_output"].values()) if run["identical_output"] else False
+    out.append(
+        _target(
+            f"json >= 3x regex + orjson.dumps per line ({size_name(js)})",
+            ratio,
+            3.0,
+            True,
+            "byte-identical output: " + ("yes" if identical else "NO"),
+        )
+    )
+    out.append(_target("json output byte-identical to the baseline", float(identical), 1.0, True))
+    s3 = max(opts["s3_sizes"], default=0)
+    out.append(
+        _target(
+            f"S3 >= 0.9x boto3 streamed read ({size_name(s3)})",
+            _median(rows, "s3", "streamer", s3, "mb_per_s")
+            / _median(rows, "s3", "boto3 get_object, streamed", s3, "mb_per_s"),
+            0.9,
+            True,
+        )
+    )
+    big, mid = 10 * GIB, 100 * MIB
+    probe = run.get("ttfb_probe", {})
+    if str(big) in probe and str(mid) in probe:
+        whole = _median(rows, "txt", "streamer", big, "ttfb_s") / _median(
+            rows, "txt", "streamer", mid, "ttfb_s"
+        )
+        out.append(
+            _target(
+                "TTFB of 10 GiB <= 1.2x that of 100 MiB (txt, sizes in turn)",
+                probe[str(big)]["median"] / probe[str(mid)]["median"],
+                1.2,
+                False,
+                f"{probe[str(big)]['median'] * 1e3:.2f} vs {probe[str(mid)]['median'] * 1e3:.2f}"
+                f" ms; from the whole downloads above: {whole:.2f}x",
+            )
+        )
+    else:
+        out.append(
+            _target("TTFB of 10 GiB <= 1.2x that of 100 MiB (txt)", float("nan"), 1.2, False)
+        )
+    for metric, label in (("gap_p99_s", "p99 chunk gap"),):
+        note = ""
+        if metric == "gap_p99_s":
+            windowed = _median(rows, "txt", "streamer", big, "gap_p99_100mib_window_s") / (
+                _median(rows, "txt", "streamer", mid, "gap_p99_100mib_window_s")
+            )
+            nginx_ratio = _median(rows, "txt", "nginx sendfile", big, metric) / _median(
+                rows, "txt", "nginx sendfile", mid, metric
+            )
+            note = f"per 100 MiB window: {windowed:.2f}x; nginx's own ratio: {nginx_ratio:.2f}x"
+        out.append(
+            _target(
+                f"{label} of 10 GiB <= 1.2x that of 100 MiB (txt)",
+                _median(rows, "txt", "streamer", big, metric)
+                / _median(rows, "txt", "streamer", mid, metric),
+                1.2,
+                False,
+                note,
+            )
+        )
+    slow = [
+        c
+        for c in run["concurrency"]
+        if c["rate_bytes_per_s"] and c["concurrency"] == max(opts["concurrency"])
+    ]
+    settings = run["settings"]
+    per_stream = settings["chunk_size"] * settings["buffer_chunks"] / MIB
+    if slow:
+        c = slow[-1]
+        n = c["concurrency"]
+        bound = c["idle_rss_mib"] + n * per_stream + 32
+        peak = c["server"]["rss_peak_mib"]
+        out.append(
+            _target(
+                f"{n} rate-limited clients: peak RSS (MiB) < idle + {n} x {per_stream:g} MiB + 32",
+                peak,
+                bound,
+                False,
+                f"idle {c['idle_rss_mib']:.0f} MiB",
+            )
+        )
+        samples = [mib for _, mib in c["server"]["rss_over_time"]]
+        half = len(samples) // 2
+        growth = max(samples[half:]) / max(samples[:half]) if half else float("nan")
+        out.append(
+            _target(
+                "RSS flat over time (max of 2nd half / max of 1st half)",
+                growth,
+                1.05,
+                False,
+            )
+        )
+    else:
+        out.append(_target("rate-limited clients: peak RSS bound", float("nan"), 0, False))
+    errors = sum(c["errors"] for c in run["concurrency"]) + len(run["errors"])
+    out.append(_target("zero errors", float(errors), 0.0, False))
+    return out
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value * 1e3:.2f}"
+
+
+def _cell(row: dict[str, Any], metric: str, scale: float = 1.0, digits: int = 0) -> str:
+    if metric not in row:
+        return "-"
+    s = row[metric]
+    return (
+        f"{s['median'] * scale:.{digits}f} ({s['min'] * scale:.{digits}f}-"
+        f"{s['max'] * scale:.{digits}f})"
+    )
+
+
+def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# streamer benchmark, {run['started']}",
+        "",
+        f"Machine: {run['machine']['cpus']} CPUs ({run['machine']['cpu']}), Python"
+        f" {run['machine']['python']}, load average at start"
+        f" {', '.join(f'{x:.2f}' for x in run['machine']['load_avg_at_start'])} (shared machine:"
+        " compare ratios within this run, not absolutes).",
+        f"streamer settings: STREAMER_CHUNK_SIZE={run['settings']['chunk_size']},"
+        f" STREAMER_BUFFER_CHUNKS={run['settings']['buffer_chunks']}."
+        f" Each case ran {run['options']['repeats']} times in alternation with the others of"
+        " its size; cells are median (min-max). Client: bench/client.py (raw socket).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | verdict | note |",
+        "|---|---|---|---|---|",
+    ]
+    for goal in goals:
+        lines.append(
+            f"| {goal['target']} | {goal['value']:.3g} |"
+            f" {'>=' if goal['higher_is_better'] else '<='} {goal['goal']:.3g} |"
+            f" **{goal['verdict']}** | {goal['note']} |"
+        )
+    lines += [
+        "",
+        "## Single downloads",
+        "",
+        "MB/s is of the log's bytes (json: input, so both json rows compare like for like);"
+        " out MB/s is what went over the wire.",
+        "",
+        "| group | case | size | MB/s | out MB/s | TTFB ms | gap p50 ms | gap p99 ms |"
+        " gap max ms | CPU s/GiB | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"txt": 0, "json": 1, "s3": 2}
+    for row in sorted(rows, key=lambda r: (order.get(r["group"], 9), r["size"])):
+        lines.append(
+            f"| {row['group']} | {row['case']} | {size_name(row['size'])} |"
+            f" {_cell(row, 'mb_per_s')} | {_cell(row, 'out_mb_per_s')} |"
+            f" {_cell(row, 'ttfb_s', 1e3, 2)} | {_cell(row, 'gap_p50_s', 1e3, 3)} |"
+            f" {_cell(row, 'gap_p99_s', 1e3, 2)} | {_cell(row, 'gap_max_s', 1e3, 1)} |"
+            f" {_cell(row, 'cpu_s_per_gib', 1, 2)} | {_cell(row, 'peak_rss_mib', 1, 0)} |"
+        )
+    for name, reason in run["skipped"].items():
+        lines.append(f"| - | {name} | - | {reason} | | | | | | | |")
+    if run.get("ttfb_probe"):
+        lines += [
+            "",
+            "TTFB alone (streamer txt, headers then close, the sizes in turn, 10 rounds), ms:",
+            "",
+            "| size | median | min | max |",
+            "|---|---|---|---|",
+        ]
+        for size, s in sorted(run["ttfb_probe"].items(), key=lambda item: int(item[0])):
+            lines.append(
+                f"| {size_name(int(size))} | {s['median'] * 1e3:.2f} | {s['min'] * 1e3:.2f}"
+                f" | {s['max'] * 1e3:.2f} |"
+            )
+    if run["identical_output"]:
+        lines += ["", "json output identical (sha256 of both bodies):"]
+        lines += [
+            f"- {name}: {'yes' if ok else 'NO'}" for name, ok in run["identical_output"].items()
+        ]
+    lines += [
+        "",
+        "## Concurrency (streamer, txt)",
+        "",
+        "| clients | per-client rate | aggregate MB/s | fairness slowest/fastest | downloads |"
+        " errors | TTFB p50/p99 ms | gap p99 ms | CPU s/GiB | idle RSS MiB | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in run["concurrency"]:
+        rate = f"{c['rate_bytes_per_s'] / 1e6:g} MB/s" if c["rate_bytes_per_s"] else "full"
+        lines.append(
+            f"| {c['concurrency']} | {rate} | {c['mb_per_s']:.0f} | {c['fairness']:.2f} |"
+            f" {c['completed']} | {c['errors']} | {_fmt_ms(c['ttfb_s']['p50'])}/"
+            f"{_fmt_ms(c['ttfb_s']['p99'])} | {_fmt_ms(c['gap_s']['p99'])} |"
+            f" {c['server']['cpu_s_per_gib']:.2f} | {c['idle_rss_mib']:.0f} |"
+            f" {c['server']['rss_peak_mib']:.0f} |"
+        )
+    if run["tuning"]:
+        lines += [
+            "",
+            "## Chunk size and read-ahead sweep (streamer, one client)",
+            "",
+            "| STREAMER_CHUNK_SIZE | STREAMER_BUFFER_CHUNKS | txt MB/s | json MB/s (input) |"
+            " bound per stream MiB | RSS growth MiB, slow clients | per slow client MiB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for t in run["tuning"]:
+            lines.append(
+                f"| {t['chunk_size'] >> 10} KiB | {t['buffer_chunks']} |"
+                f" {_cell(t, 'txt_mb_per_s')} | {_cell(t, 'json_mb_per_s')} |"
+                f" {t['chunk_size'] * t['buffer_chunks'] / MIB:g} |"
+                f" {t['slow_rss_growth_mib']:.0f} ({t['slow_clients']} at 1 MB/s) |"
+                f" {t['slow_rss_growth_mib'] / t['slow_clients']:.2f} |"
+            )
+    if run["profiles"]:
+        lines += ["", "## Where the server's time goes (py-spy, share of samples on top)", ""]
+        for fmt, frames in run["profiles"].items():
+            lines += [f"{fmt}:", ""]
+            lines += [f"- {share:.1%} {name}" for name, share in frames]
+            lines.append("")
+    if run["errors"]:
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in run["errors"]]
+    lines += ["", "Plots: throughput.png, gaps.png, rss.png.", ""]
+    return "\n".join(lines)
+
+
+def plots(
+    run: dict[str, Any], rows: list[dict[str, Any]], gaps: dict[str, list[float]], out: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plot_throughput(rows, out)
+    plot_gaps_and_rss(run, gaps, out)
+
+
+def plot_throughput(rows: list[dict[str, Any]], out: Path) -> None:
+    """Throughput vs the baselines, per group and size."""
+    import matplotlib.pyplot as plt
+
+    bars = [r for r in rows if "mb_per_s" in r]
+    bars.sort(key=lambda r: ({"txt": 0, "json": 1, "s3": 2}.get(r["group"], 9), r["size"]))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.22 * len(bars)), dpi=80)
+    labels = [f"{r['group']} {size_name(r['size'])}: {r['case'][:26]}" for r in bars]
+    values = [r["mb_per_s"]["median"] for r in bars]
+    lows = [r["mb_per_s"]["median"] - r["mb_per_s"]["min"] for r in bars]
+    highs = [r["mb_per_s"]["max"] - r["mb_per_s"]["median"] for r in bars]
+    colors = ["tab:blue" if r["case"] == "streamer" else "tab:gray" for r in bars]
+    ax.barh(range(len(bars)), values, xerr=[lows, highs], color=colors)
+    ax.set_yticks(range(len(bars)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("MB/s of log bytes (median, min-max); blue: streamer")
+    ax.set_title("streamer vs baselines")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png")
+    plt.close(fig)
+
+
+def plot_gaps_and_rss(run: dict[str, Any], gaps: dict[str, list[float]], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    # Chunk-gap distribution at the client, largest txt size.
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
+    for key, values_ in sorted(gaps.items()):
+        group, case, size = key.split("/")
+        if group != "txt" or int(size) != max(run["options"]["sizes"]) or not values_:
+            continue
+        ordered = sorted(values_)
+        step = max(1, len(ordered) // 2000)
+        xs = [v * 1e3 for v in ordered[::step]]
+        ys = [i * step / len(ordered) for i in range(len(xs))]
+        ax.plot(xs, ys, label=case)
+    ax.set_xscale("log")
+    ax.set_xlabel("gap between reads at the client, ms (log)")
+    ax.set_ylabel("fraction of reads")
+    ax.set_title(f"chunk gaps, txt {size_name(max(run['options']['sizes']))}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "gaps.png")
+    plt.close(fig)
+
+    # Server RSS over time under load.
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
+    for c in run["concurrency"]:
+        samples = c["server"]["rss_over_time"]
+        if not samples:
+            continue
+        rate = "1 MB/s" if c["rate_bytes_per_s"] else "full"
+        ax.plot(
+            [t for t, _ in samples], [m for _, m in samples], label=f"{c['concurrency']} {rate}"
+        )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("streamer RSS, MiB")
+    ax.set_title("server RSS under load")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "rss.png")
+    plt.close(fig)
+
+
+def write_report(run_obj: Any, out: Path) -> None:
+    """Write results.json, report.md and the PNGs of `run_obj` (a harness.Run) into `out`."""
+    gaps: dict[str, list[float]] = run_obj.gaps
+    run = {k: v for k, v in vars(run_obj).items() if k != "gaps"}
+    run = orjson.loads(orjson.dumps(run))
+    rows = medians(run["cases"])
+    goals = targets(run, rows)
+    document = {**run, "medians": rows, "targets": goals}
+    (out / "results.json").write_bytes(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    (out / "report.md").write_text(markdown(run, rows, goals))
+    plots(run, rows, gaps, out)

@@ -1,0 +1,121 @@
+"""The benchmark harness runs end to end on tiny artifacts and reports every figure.
+
+Behaviour only: which figures exist, that the json outputs matched, that nothing failed.
+Never a timing: the numbers belong to `make bench`, not to the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import servers
+from bench.logs import generate
+from bench.report import METRICS
+from streamer.encoders import reference_encode
+from tests.conftest import Running
+
+CASE_FIGURES = [m for m in METRICS if m != "out_mb_per_s"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        check=True,
+        timeout=100,
+        capture_output=True,
+    )
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.timeout(120)
+def test_every_case_reports_every_figure(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    rows = {(row["group"], row["case"]): row for row in results["medians"]}
+    expected = [
+        ("txt", "streamer"),
+        ("txt", "starlette FileResponse 1 MiB"),
+        ("json", "streamer"),
+        ("json", "regex + orjson.dumps per line"),
+        ("s3", "streamer"),
+        ("s3", "boto3 get_object, streamed"),
+    ]
+    if servers.nginx_binary() is None:
+        assert results["skipped"]["nginx"] == "skipped: nginx not installed"
+    else:
+        expected.append(("txt", "nginx sendfile"))
+    for key in expected:
+        row = rows[key]
+        assert row["runs"] == 2, key  # every case ran twice, in alternation
+        for figure in CASE_FIGURES:
+            assert set(row[figure]) == {"median", "min", "max"}, (key, figure)
+    assert results["errors"] == []
+    assert results["identical_output"] == {"json 1 MiB": True}
+    for name in ("report.md", "throughput.png", "gaps.png", "rss.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_concurrency_and_targets_are_reported(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    runs = {(c["concurrency"], c["rate_bytes_per_s"]) for c in results["concurrency"]}
+    assert runs == {(1, None), (1, 1e6), (8, None), (8, 1e6)}
+    for c in results["concurrency"]:
+        assert c["errors"] == 0
+        assert 0 < c["fairness"] <= 1
+        assert c["server"]["rss_over_time"], "RSS sampled over time"
+        assert c["server"]["rss_peak_mib"] > 0
+    verdicts = {t["target"]: t["verdict"] for t in results["targets"]}
+    assert len(verdicts) >= 9
+    assert set(verdicts.values()) <= {"pass", "fail", "n/a"}
+    report = (out / "report.md").read_text()
+    assert "## Targets" in report and "## Concurrency" in report
+
+
+def test_load_mode_prints_the_figures(server: Running, token: str) -> None:
+    url = f"{server.url}/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a2"
+    flags = ["--concurrency", "3", "--duration", "1", "--pid", str(os.getpid()), "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--url", url, "--token", token, *flags],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    result = json.loads(done.stdout)
+    assert result["errors"] == 0 and result["completed"] > 0, (result["requests"], done.stderr)
+    for name in ("mb_per_s", "fairness", "ttfb_s", "gap_s", "server"):
+        assert name in result
+
+
+def test_load_mode_refuses_other_hosts() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--url", "http://192.0.2.1/", "--duration", "1"],
+        timeout=60,
+        capture_output=True,
+    )
+    assert done.returncode != 0 and b"loopback" in done.stderr
+
+
+def test_generated_logs_are_deterministic_and_have_every_feature() -> None:
+    data = generate(10 << 20)
+    assert data == generate(10 << 20)
+    assert data.endswith(b"\n")
+    assert b"Traceback (most recent call last):" in data
+    assert b"\\" in data and b'"' in data and b"\r\n" in data
+    assert max(map(len, data.split(b"\n"))) > 1 << 20  # a very long line
+    with pytest.raises(UnicodeDecodeError):
+        data.decode()
+    assert "データ".encode() in data
+    reference_encode(data[: 1 << 20])
+
+
+def test_nginx_can_be_ruled_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_NGINX", "none")
+    assert servers.nginx_binary() is None
