@@ -45,14 +45,42 @@ class ObjectReader(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _FileReader:
-    """A blocking file object read inline (local disk, memory)."""
+class _MemoryReader:
+    """A reader of its own over an in-memory object.
 
-    def __init__(self, file: Any) -> None:
-        self._file = file
+    fsspec's memory filesystem hands every opener the same file object, so readers that
+    shared it would move each other's position; slices of the buffer do not.
+    """
+
+    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
+        self._fs, self._path, self._position, self._end = fs, path, start, end
+        self._fs.info(path)  # FileNotFoundError now, not at the first read
 
     async def read(self, size: int) -> bytes:
-        data: bytes = self._file.read(size)
+        stop = self._position + size if self._end is None else min(self._position + size, self._end)
+        data: bytes = self._fs.cat_file(self._path, self._position, stop)
+        self._position += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _FileReader:
+    """A blocking local file object read inline, up to `end`."""
+
+    def __init__(self, file: Any, start: int, end: int | None) -> None:
+        self._file = file
+        self._left = None if end is None else max(0, end - start)
+        if start:
+            file.seek(start)
+
+    async def read(self, size: int) -> bytes:
+        if self._left is None:
+            data: bytes = self._file.read(size)
+            return data
+        data = self._file.read(min(size, self._left))
+        self._left -= len(data)
         return data
 
     async def aclose(self) -> None:
@@ -228,7 +256,7 @@ class Store:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-        self.kind = "s3" if "s3" in protocols else "gs" if "gs" in protocols else "other"
+        self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
         # Upstream faults during object reads, for metrics: every failed read or open of a
         # remote object counts as an error; every reopen after one counts as a retry.
         self.retries = 0
@@ -306,11 +334,10 @@ class Store:
         `end`, so that no store reads ahead of what will be sent.
         """
         path = self.path(key)
+        if self.kind == "memory":
+            return _MemoryReader(self.fs, path, start, end)
         if not self.is_async:
-            file = self.fs.open(path, "rb")
-            if start:
-                file.seek(start)
-            return _FileReader(file)
+            return _FileReader(self.fs.open(path, "rb"), start, end)
         opener = {"s3": _open_s3, "gs": _open_gcs}.get(self.kind, _open_ranged)
         pin: dict[str, str] = {}
 
