@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,9 @@ from streamer.observe import Observe
 from tests.dataset import ORG, put, seed
 from tests.emulators import (
     BUCKET,
+    Emulator,
     fake_gcs,
+    free_port,
     fsspec_conf,
     gcs_options,
     make_bucket,
@@ -124,13 +125,6 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -199,34 +193,20 @@ def settings_server() -> Iterator[Callable[..., Running]]:
         generator.close()
 
 
-class ServerProcess:
+class ServerProcess(Emulator):
     """`streamer serve` as a child process; ready once uvicorn says it is running."""
 
     def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), *args],
+        command = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), *args]
+        super().__init__(
+            "streamer serve",
+            command,
+            "Uvicorn running on",
             env={**os.environ, **env},
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
+            keep_lines=None,  # the tests read its access log
         )
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(60) or self.process.poll() is not None:
-            self.stop()
-            raise RuntimeError("streamer serve did not start:\n" + "".join(self.lines))
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if "Uvicorn running on" in line:
-                self._ready.set()
-        self._ready.set()
 
     @property
     def pid(self) -> int:
@@ -237,19 +217,6 @@ class ServerProcess:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise LookupError(field)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return self.process.returncode
 
 
 @dataclass

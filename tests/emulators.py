@@ -40,11 +40,23 @@ def free_port() -> int:
 class Emulator:
     """A child process that is ready once a line of its stderr contains `ready_text`."""
 
-    def __init__(self, name: str, args: list[str], ready_text: str, timeout_s: float = 60) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        ready_text: str,
+        timeout_s: float = 60,
+        env: dict[str, str] | None = None,
+        keep_lines: int | None = 200,
+    ) -> None:
         self.name = name
-        self.lines: deque[str] = deque(maxlen=200)
+        self.lines: deque[str] = deque(maxlen=keep_lines)
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         self._ready_text = ready_text
         self._ready = threading.Event()
@@ -64,17 +76,19 @@ class Emulator:
                 self._ready.set()
         self._ready.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, then SIGKILL after `timeout_s`; the exit status."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(15)
+                self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(5)
         if self.process.stderr is not None:
             self.process.stderr.close()
+        return self.process.returncode
 
 
 def start_moto() -> tuple[Emulator, str]:
