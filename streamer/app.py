@@ -27,6 +27,7 @@ from .plan import (
     parse_query,
     plan_response,
     request_id,
+    target,
 )
 from .pump import Receive, Send, StreamAborted, Transform, pump
 from .storage import GzipReader, ObjectReader, Store
@@ -86,8 +87,7 @@ class Streamer:
         rid = request_id(headers.get("x-request-id"))
         method: str = scope["method"]
         try:
-            path: str = scope["path"]
-            model_id = match_download(path)
+            model_id = match_download(target(scope))
             if model_id is None:
                 raise errors.NotFound()
             if method not in ("GET", "HEAD"):

@@ -23,7 +23,7 @@ import orjson
 
 from . import errors, metrics
 from .ops import Drain, Readiness
-from .plan import match_download, request_id, route_name
+from .plan import match_download, request_id, route_name, target
 from .pump import Message, Receive, Send, StreamAborted
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Observe:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         exchange = _Exchange(time.perf_counter())
-        download = match_download(scope["path"]) is not None and scope["method"] == "GET"
+        download = match_download(target(scope)) is not None and scope["method"] == "GET"
 
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -176,7 +176,7 @@ class Observe:
     def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:
         end = time.perf_counter()
         info: dict[str, Any] = scope.get("streamer", {})
-        route = route_name(scope["path"])
+        route = route_name(target(scope))
         status = exchange.status or 500
         fmt = info.get("format") or "none"
         metrics.REQUESTS.labels(route, str(status), fmt).inc()

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote
 
 from starlette.datastructures import Headers, QueryParams
 
@@ -52,10 +53,20 @@ class Query:
     fields: Fields = "default"
 
 
+def target(scope: Mapping[str, Any]) -> str:
+    """The path as the client sent it, still percent-encoded (ASGI's `raw_path`).
+
+    Routing on it keeps an encoded "/" inside the model_id segment: `mdl-a%2Fb` is a
+    malformed model id (404 after auth), not another path.
+    """
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else str(scope["path"])
+
+
 def match_download(path: str) -> str | None:
-    """The model_id of a download path (the route or its alias), else None."""
+    """The model_id of a download path as sent (the route or its alias), else None."""
     match = DOWNLOAD_ROUTE.fullmatch(path)
-    return match["model_id"] if match else None
+    return unquote(match["model_id"], errors="replace") if match else None
 
 
 def route_name(path: str) -> str:

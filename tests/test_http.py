@@ -336,3 +336,13 @@ def test_rs256_token_verified_through_a_jwks_on_loopback(
     stranger = sign(claims(), signing_key("rsa-2"), "RS256", kid="k2")
     assert_problem(get(running, token=stranger), 401, "invalid_token")
     assert jwks_server.hits == 2
+
+
+def test_an_encoded_slash_stays_inside_the_model_id(server: Running, token: str) -> None:
+    url = server.url + "/api/v1/models/mdl-alpha%2F..%2Fmdl-beta/training-metrics/logs/download"
+    # The route matches as sent, so auth comes first, then the id is malformed.
+    assert_problem(httpx.get(url, timeout=10), 401, "missing_token")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert_problem(httpx.get(url, headers=headers, timeout=10), 404, "model_not_found")
+    encoded = server.url + "/api/v1/models/mdl%2Dalpha/training-metrics/logs/download"
+    assert httpx.get(encoded, headers=headers, timeout=10).content == LOG_A2
