@@ -6,9 +6,8 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -225,8 +224,10 @@ class JWKSServer:
     url: str
     document: bytes = b"{}"
     status: int = 200
-    delay_s: float = 0.0
+    # When set, requests wait for it before answering (a fetch held open on demand).
+    gate: threading.Event | None = None
     hits: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)  # set at each request
 
 
 @pytest.fixture
@@ -237,7 +238,9 @@ def jwks_server() -> Iterator[JWKSServer]:
         def do_GET(self) -> None:
             server = state[0]
             server.hits += 1
-            time.sleep(server.delay_s)
+            server.arrived.set()
+            if server.gate is not None:
+                server.gate.wait(30)
             self.send_response(server.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(server.document)))

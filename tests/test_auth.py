@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import warnings
 from functools import cache
@@ -425,28 +426,26 @@ async def test_jwks_concurrent_unknown_kids_share_one_fetch(jwks_server: JWKSSer
     auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=FakeClock())
     await auth.start()
     jwks_server.document = jwks_bytes(jwk("rsa", "k1"), jwk("ed25519", "k2"))
-    jwks_server.delay_s = 0.3
+    jwks_server.gate = threading.Event()
+    jwks_server.arrived.clear()
     token = sign(claims(), signing_key("ed25519"), "EdDSA", kid="k2")
     results: list[Principal] = []
-    ticks = 0
 
     async def one() -> None:
         results.append(await authenticate(auth, token))
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while len(results) < 10:
-            ticks += 1
-            await anyio.sleep(0.01)
-
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ticker)
             for _ in range(10):
                 tasks.start_soon(one)
+            # The refetch is held open in the JWKS server; this loop still turns (a fetch
+            # that blocked it would hang here), and no second refetch starts meanwhile.
+            assert await anyio.to_thread.run_sync(jwks_server.arrived.wait, 10)
+            await anyio.wait_all_tasks_blocked()
+            assert results == []
+            jwks_server.gate.set()
     assert len(results) == 10
     assert jwks_server.hits == 2
-    assert ticks >= 10  # the fetch ran in a thread; the event loop kept turning
 
 
 @pytest.mark.anyio
