@@ -45,27 +45,6 @@ class ObjectReader(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _MemoryReader:
-    """A reader of its own over an in-memory object.
-
-    fsspec's memory filesystem hands every opener the same file object, so readers that
-    shared it would move each other's position; slices of the buffer do not.
-    """
-
-    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
-        self._fs, self._path, self._position, self._end = fs, path, start, end
-        self._fs.info(path)  # FileNotFoundError now, not at the first read
-
-    async def read(self, size: int) -> bytes:
-        stop = self._position + size if self._end is None else min(self._position + size, self._end)
-        data: bytes = self._fs.cat_file(self._path, self._position, stop)
-        self._position += len(data)
-        return data
-
-    async def aclose(self) -> None:
-        pass
-
-
 class _FileReader:
     """A blocking local file object read inline, up to `end`."""
 
@@ -125,16 +104,22 @@ class _BodyReader:
 
 
 class _Ranged:
-    """Sequential ranged reads through any other async fsspec filesystem."""
+    """Sequential ranged reads, [start, end), through `cat(start, stop)`.
 
-    def __init__(self, fs: Any, path: str, start: int, end: int | None) -> None:
-        self._fs, self._path, self._position, self._end = fs, path, start, end
+    For the memory store too: fsspec's memory filesystem hands every opener the same file
+    object, so readers that shared it would move each other's position; slices do not.
+    """
+
+    def __init__(
+        self, cat: Callable[[int, int], Awaitable[bytes]], start: int, end: int | None
+    ) -> None:
+        self._cat, self._position, self._end = cat, start, end
 
     async def read(self, size: int) -> bytes:
         end = self._position + size if self._end is None else min(self._position + size, self._end)
         if end <= self._position:
             return b""
-        data: bytes = await self._fs._cat_file(self._path, start=self._position, end=end)
+        data = await self._cat(self._position, end)
         self._position += len(data)
         return data
 
@@ -149,7 +134,11 @@ class _Ranged:
 async def _open_ranged(
     fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
 ) -> ObjectReader:
-    return _Ranged(fs, path, start, end)
+    async def cat(first: int, stop: int) -> bytes:
+        data: bytes = await fs._cat_file(path, start=first, end=stop)
+        return data
+
+    return _Ranged(cat, start, end)
 
 
 def _range(start: int, end: int | None) -> str:
@@ -335,7 +324,14 @@ class Store:
         """
         path = self.path(key)
         if self.kind == "memory":
-            return _MemoryReader(self.fs, path, start, end)
+            fs = self.fs
+            fs.info(path)  # FileNotFoundError now, not at the first read
+
+            async def cat(first: int, stop: int) -> bytes:
+                data: bytes = fs.cat_file(path, first, stop)
+                return data
+
+            return _Ranged(cat, start, end)
         if not self.is_async:
             return _FileReader(self.fs.open(path, "rb"), start, end)
         opener = {"s3": _open_s3, "gs": _open_gcs}.get(self.kind, _open_ranged)
