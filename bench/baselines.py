@@ -3,6 +3,9 @@
     python -m bench.baselines --port P --root DIR
 
 - ``/file/<key>``: starlette's FileResponse with 1 MiB chunks (its default is 64 KiB).
+- ``/raw/<key>``: the least an ASGI app can do on uvicorn: 1 MiB blocking reads on the
+  event loop, each sent as it is read, no disconnect watching, no checks. What uvicorn
+  itself can carry, so the ceiling of any ASGI app here, streamer included.
 - ``/json/<key>``: the obvious JSON encoder, a regex and ``orjson.dumps(dict)`` per line,
   streamed with StreamingResponse from 1 MiB inline reads; its output must equal
   streamer's byte for byte, which the harness checks by hash.
@@ -24,8 +27,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 CHUNK = 1 << 20
+RAW_ASGI = "raw ASGI, 1 MiB reads on the loop"
 # SPEC section 3, written out independently of streamer.encoders.
 LINE = re.compile(
     rb"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2}))"
@@ -80,6 +85,29 @@ async def json_body(path: Path) -> AsyncIterator[bytes]:
     yield b"[]" if first else b"\n]"
 
 
+class RawFile:
+    """The raw ASGI app behind ``/raw/<key>`` (a class, so that starlette routes to it as is)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = (self.root / scope["path_params"]["key"]).resolve()
+        if not (path.is_relative_to(self.root) and path.is_file()):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(path.stat().st_size).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        with open(path, "rb") as file:  # noqa: ASYNC230 - blocking reads on purpose
+            while chunk := file.read(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
 def create_app(root: Path) -> Starlette:
     def resolve(request: Request) -> Path | None:
         key = request.path_params["key"]
@@ -99,7 +127,11 @@ def create_app(root: Path) -> Starlette:
         return StreamingResponse(json_body(path), media_type="application/json")
 
     return Starlette(
-        routes=[Route("/file/{key:path}", file), Route("/json/{key:path}", json)],
+        routes=[
+            Route("/file/{key:path}", file),
+            Route("/json/{key:path}", json),
+            Route("/raw/{key:path}", RawFile(root)),
+        ],
     )
 
 

@@ -33,6 +33,7 @@ from streamer.auth import issue_token
 from streamer.config import Settings
 
 from . import servers
+from .baselines import RAW_ASGI
 from .client import Fetch, fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
@@ -205,6 +206,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                         f"{baseline.url}/file/{key}",
                         None,
                     ),
+                    (baseline.pid, RAW_ASGI, f"{baseline.url}/raw/{key}", None),
                 ]
                 if nginx is not None:
                     txt.insert(1, (nginx.pid, "nginx sendfile", f"{nginx.url}/{key}", None))

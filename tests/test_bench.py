@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from bench import servers
+from bench.baselines import RAW_ASGI
 from bench.logs import generate
-from bench.report import METRICS
+from bench.report import METRICS, plot_gaps_and_rss
 from streamer.encoders import reference_encode
 from tests.conftest import Running
 
@@ -43,6 +44,7 @@ def test_every_case_reports_every_figure(quick_run: tuple[Path, dict[str, Any]])
     expected = [
         ("txt", "streamer"),
         ("txt", "starlette FileResponse 1 MiB"),
+        ("txt", RAW_ASGI),
         ("json", "streamer"),
         ("json", "regex + orjson.dumps per line"),
         ("s3", "streamer"),
@@ -77,6 +79,14 @@ def test_concurrency_and_targets_are_reported(quick_run: tuple[Path, dict[str, A
     assert set(verdicts.values()) <= {"pass", "fail", "n/a"}
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "## Concurrency" in report
+
+
+def test_plots_are_drawn_for_a_run_without_txt_cases(tmp_path: Path) -> None:
+    # `--sizes ''` runs the S3 or json cases alone: there is no txt size to plot gaps for.
+    run = {"options": {"sizes": []}, "concurrency": []}
+    plot_gaps_and_rss(run, {"s3/streamer/1048576": [0.001, 0.002]}, tmp_path)
+    assert (tmp_path / "gaps.png").stat().st_size > 0
+    assert (tmp_path / "rss.png").stat().st_size > 0
 
 
 def test_load_mode_prints_the_figures(server: Running, token: str) -> None:
