@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import socket
 import statistics
 import sys
@@ -44,6 +45,7 @@ MiB = 1024 * 1024
 CHUNK = MiB
 SECRET = "bench-secret-of-at-least-thirty-two-bytes"
 KEY = "models/mdl-bench/runs/run-bench/training.log"
+BOTO3_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def parse_size(text: str) -> int:
@@ -79,13 +81,7 @@ def timed(read: Callable[[], int]) -> float:
 def boto3_streamed(endpoint: str, path: str) -> int:
     import boto3
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **BOTO3_KEYS)
     bucket, key = path.split("/", 1)
     body = client.get_object(Bucket=bucket, Key=key)["Body"]
     total = sum(len(chunk) for chunk in body.iter_chunks(CHUNK))
@@ -131,6 +127,56 @@ async def store_read(url: str, size: int, ranged: bool = False) -> int:
     await reader.aclose()
     await store.aclose()
     return total
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class AfterFirst:
+    """Bytes, seconds and this process's CPU seconds from the first chunk on: the body
+    alone, without the time the store takes to send its first byte."""
+
+    def __init__(self) -> None:
+        self.bytes, self.started = 0, (0.0, 0.0)
+
+    def add(self, chunk: bytes) -> None:
+        if self.started == (0.0, 0.0):
+            self.started = (time.perf_counter(), _cpu_s())
+        else:
+            self.bytes += len(chunk)
+
+    def figures(self) -> tuple[float, float]:
+        """(MB/s, CPU s/GiB) of the body after its first chunk."""
+        wall, cpu = time.perf_counter() - self.started[0], _cpu_s() - self.started[1]
+        assert self.bytes > 0
+        return self.bytes / wall / 1e6, cpu / (self.bytes / (1024 * MiB))
+
+
+def boto3_body(endpoint: str, path: str) -> tuple[float, float]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **BOTO3_KEYS)
+    bucket, key = path.split("/", 1)
+    client.head_bucket(Bucket=bucket)
+    meter = AfterFirst()
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in body.iter_chunks(CHUNK):
+        meter.add(chunk)
+    body.close()
+    return meter.figures()
+
+
+async def store_body(url: str, size: int) -> tuple[float, float]:
+    store = Store.from_url(url)
+    reader = await store.open(KEY, end=size)
+    meter = AfterFirst()
+    while chunk := await reader.read(CHUNK):
+        meter.add(chunk)
+    await reader.aclose()
+    await store.aclose()
+    return meter.figures()
 
 
 def socket_download(port: int, token: str) -> int:
@@ -181,6 +227,21 @@ def serve(url: str, kind: str, options: dict[str, Any]) -> tuple[Emulator, int]:
 def median_row(name: str, runs: list[float]) -> str:
     figures = ", ".join(f"{r:.0f}" for r in runs)
     return f"| {name} | {statistics.median(runs):.0f} | {figures} |"
+
+
+def body_rows(endpoint: str, size: int, repeat: int) -> list[str]:
+    """S3 bodies after their first byte, in this process, the two readers in alternation."""
+    url, path = f"s3://{BUCKET}/bench", f"{BUCKET}/bench/{KEY}"
+    runs: dict[str, list[tuple[float, float]]] = {"boto3 streamed body": [], "Store.open": []}
+    with fsspec_conf("s3", **s3_options(endpoint)):
+        for _ in range(repeat):
+            runs["boto3 streamed body"].append(boto3_body(endpoint, path))
+            runs["Store.open"].append(asyncio.run(store_body(url, size)))
+    return [
+        f"| s3 | {name} | {statistics.median(r[0] for r in got):.0f}"
+        f" | {statistics.median(r[1] for r in got):.2f} |"
+        for name, got in runs.items()
+    ]
 
 
 def bench_store(kind: str, endpoint: str, size: int, repeat: int) -> list[str]:
@@ -241,11 +302,17 @@ def main() -> None:
     rows = []
     with moto_server() as s3, fake_gcs() as gcs:
         rows += bench_store("s3", s3, args.size, args.repeat)
+        bodies = body_rows(s3, args.size, args.repeat)
         rows += bench_store("gs", gcs, args.size, args.repeat)
     print(f"object {args.size / MiB:.0f} MiB, medians of {args.repeat}, MB/s")
     print("| store | reader | MB/s | runs |")
     print("|---|---|---|---|")
     for row in rows:
+        print(row)
+    print("\nS3 body after its first byte, in this process (medians):")
+    print("| store | reader | MB/s | CPU s/GiB |")
+    print("|---|---|---|---|")
+    for row in bodies:
         print(row)
 
 

@@ -18,7 +18,7 @@ import pytest
 from bench import servers
 from bench.baselines import RAW_ASGI
 from bench.logs import generate
-from bench.report import METRICS, plot_gaps_and_rss
+from bench.report import METRICS, defaults_text, plot_gaps_and_rss
 from streamer.encoders import reference_encode
 from tests.conftest import Running
 
@@ -79,6 +79,42 @@ def test_concurrency_and_targets_are_reported(quick_run: tuple[Path, dict[str, A
     assert set(verdicts.values()) <= {"pass", "fail", "n/a"}
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "## Concurrency" in report
+
+
+def test_the_report_is_written_again_from_its_json(
+    quick_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = quick_run
+    (tmp_path / "results.json").write_bytes((out / "results.json").read_bytes())
+    subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path)], check=True, timeout=60)
+    assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+
+
+def _swept(chunk_kib: int, buffers: int, txt: float, slow_growth: float) -> dict[str, Any]:
+    return {
+        "chunk_size": chunk_kib << 10,
+        "buffer_chunks": buffers,
+        "txt_mb_per_s": {"median": txt},
+        "slow_clients": 64,
+        "slow_rss_growth_mib": slow_growth,
+    }
+
+
+def test_the_report_says_what_the_fastest_setting_would_cost() -> None:
+    run: dict[str, Any] = {
+        "settings": {"chunk_size": 1 << 20, "buffer_chunks": 4},
+        "tuning": [
+            _swept(256, 4, 2000.0, 64.0),
+            _swept(1024, 4, 3000.0, 256.0),
+            _swept(2048, 4, 3300.0, 512.0),
+        ],
+    }
+    text = defaults_text(run)
+    assert "2048 KiB x 4, is +10%" in text
+    assert "8.0 MiB per slow client against 4.0" in text
+    assert "256 KiB x 4, -33%" in text
+    run["settings"]["buffer_chunks"] = 5
+    assert defaults_text(run) == "The defaults were not among the settings swept."
 
 
 def test_plots_are_drawn_for_a_run_without_txt_cases(tmp_path: Path) -> None:
