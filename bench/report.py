@@ -111,6 +111,7 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         f"uvicorn's ceiling ({RAW_ASGI}): {ceiling:.0f} MB/s, streamer"
         f" {streamer_txt / ceiling:.2f}x of it; 1.5x starlette would be"
         f" {1.5 * starlette / ceiling:.2f}x that ceiling"
+        + (f" and {1.5 * starlette / nginx:.2f}x nginx sendfile" if nginx > 0 else "")
     )
     out.append(
         _target(
@@ -496,14 +497,17 @@ def write_report(run_obj: Any, out: Path) -> None:
 
 
 def main() -> None:
-    """`python -m bench.report DIR`: write DIR/report.md again from DIR/results.json
-    (after a change to the report itself; the plots need the raw gaps of a new run)."""
+    """`python -m bench.report DIR`: the targets in DIR/results.json and DIR/report.md
+    again from the figures (after a change to the report itself; the plots need the raw
+    gaps of a new run)."""
     import sys
 
     out = Path(sys.argv[1])
     document = orjson.loads((out / "results.json").read_bytes())
     rows = document["medians"]
-    (out / "report.md").write_text(markdown(document, rows, targets(document, rows)))
+    document["targets"] = targets(document, rows)
+    (out / "results.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    (out / "report.md").write_text(markdown(document, rows, document["targets"]))
 
 
 if __name__ == "__main__":
