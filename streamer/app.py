@@ -29,7 +29,7 @@ from .plan import (
     request_id,
     target,
 )
-from .pump import Receive, Send, StreamAborted, Transform, pump
+from .pump import Receive, Send, StreamAborted, Transform, pump, read_size
 from .storage import GzipReader, ObjectReader, Store
 
 logger = logging.getLogger("streamer")
@@ -98,7 +98,7 @@ class Streamer:
             annotate(scope, model=model_id, format=query.format)
             authorize(principal)
             assert principal.organization is not None  # authorize() refuses None
-            log = await self.catalog.resolve(model_id, principal.organization, query.run_id)
+            log = await self._resolve(model_id, principal.organization, query.run_id)
             annotate(scope, run=log.run.run_id)
             plan = plan_response(
                 log,
@@ -112,6 +112,17 @@ class Streamer:
                 await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:
             await _problem(send, error, rid, method)
+
+    async def _resolve(self, model_id: str, organization: str, run_id: str | None) -> LogObject:
+        """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""
+        try:
+            return await self.catalog.resolve(model_id, organization, run_id)
+        except StreamerError:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            logger.warning("store failed while resolving model %s: %s", model_id, reason)
+            raise errors.UpstreamError() from None
 
     async def _download(
         self,
@@ -128,7 +139,7 @@ class Streamer:
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        chunk_size = self.settings.chunk_size
+        chunk_size = read_size(self.settings.chunk_size, self.settings.buffer_chunks)
         try:
             reader: ObjectReader = await self.store.open(log.key, plan.start, plan.end)
         except FileNotFoundError:

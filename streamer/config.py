@@ -94,7 +94,9 @@ class Settings:
     # slow streams within 1 GiB.
     chunk_size: int = _setting(1024 * 1024, _positive_int, "bytes per storage read")
     buffer_chunks: int = _setting(
-        4, _positive_int, "chunks in flight per stream, read-ahead included (at least 3 are)"
+        4,
+        _positive_int,
+        "chunks in flight per stream, read-ahead included (below 3, reads shrink to fit)",
     )
     catalog_ttl_s: float = _setting(5.0, _non_negative_float, "run metadata cache TTL, seconds")
     max_streams: int = _setting(256, _positive_int, "concurrent downloads per process")

@@ -1,10 +1,11 @@
 """Moves one object from the store to the client.
 
 The rules this module keeps:
-- Bounded memory. At most `buffer_chunks` chunks of a stream (but three at the least) are
-  alive at once: the one the producer task has just read, up to two that the server's
-  transport may still hold (the one being written and the tail of the one before), and
-  the rest queued in a bounded anyio memory object stream. The consumer awaits ASGI
+- Bounded memory. At most `buffer_chunks` chunks of a stream are alive at once: the one
+  the producer task has just read, up to two that the server's transport may still hold
+  (the one being written and the tail of the one before), and the rest queued in a
+  bounded anyio memory object stream. Three are in hand whatever the queue, so below
+  three the reads shrink instead (`read_size`): the bound is in bytes. The consumer awaits ASGI
   `send` per chunk, and uvicorn's flow control holds `send` while the client is slow, so
   a slow client slows the storage reads instead of filling memory.
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
@@ -59,6 +60,14 @@ class Transfer:
     error: BaseException | None = None
 
 
+def read_size(chunk_size: int, buffer_chunks: int) -> int:
+    """The size of each read, so that `buffer_chunks` x `chunk_size` bytes bound a stream
+    even when fewer than the three chunks always in hand are allowed."""
+    if buffer_chunks >= 3:
+        return chunk_size
+    return max(1, chunk_size * buffer_chunks // 3)
+
+
 async def pump(
     reader: ObjectReader,
     start: Message,
@@ -79,6 +88,7 @@ async def pump(
     # Chunks in hand count against the bound too: the one the producer has read, and two
     # the transport may hold (one being written, the last bytes of the one before).
     queued = max(0, buffer_chunks - 3)
+    chunk_size = read_size(chunk_size, buffer_chunks)
     chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=queued)
     started = False
     async with anyio.create_task_group() as tasks:

@@ -148,6 +148,46 @@ async def test_store_failure_before_the_first_byte_is_a_502(big_store: Path, tok
     assert b"store went away" not in peer.messages[1]["body"]
 
 
+@pytest.mark.parametrize(
+    ("broken", "query"),
+    [
+        ("models/mdl-loop/model.json", ""),
+        ("models/mdl-loop/runs/run-1/run.json", "?run_id=run-1"),
+        ("models/mdl-loop/runs/run-1/run.json", ""),
+        ("models/mdl-loop/runs/run-1/training.log", "?run_id=run-1"),
+    ],
+)
+def test_store_failure_while_resolving_is_a_502_problem(
+    tmp_path: Path,
+    make_token: TokenFactory,
+    settings_server: Callable[..., Running],
+    broken: str,
+    query: str,
+) -> None:
+    # A key the store cannot read for a reason other than absence (here a symlink loop:
+    # ELOOP) is the store failing, not a missing run, and never a bare 500.
+    put(str(tmp_path), "models/mdl-loop/model.json", b'{"organization_id": "org-acme"}')
+    put(
+        str(tmp_path),
+        "models/mdl-loop/runs/run-1/run.json",
+        b'{"run_id": "run-1", "status": "completed", "completed_at": "2026-03-13T00:00:00Z"}',
+    )
+    put(str(tmp_path), "models/mdl-loop/runs/run-1/training.log", LOG_LINE)
+    (tmp_path / broken).unlink()
+    (tmp_path / broken).symlink_to(tmp_path / broken)
+    running = settings_server(Settings(storage_url=str(tmp_path), jwt_secret=SECRET))
+    response = httpx.get(
+        f"{running.url}/api/v1/models/mdl-loop/training-metrics/logs/download{query}",
+        headers={"Authorization": f"Bearer {make_token()}", "X-Request-ID": "loop-1"},
+    )
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "loop-1"
+    problem = response.json()
+    assert problem["code"] == "upstream_error" and problem["request_id"] == "loop-1"
+    assert "symbolic" not in response.text and str(tmp_path) not in response.text
+
+
 @pytest.mark.parametrize("query", ["", "?format=json"])
 def test_store_failure_mid_stream_breaks_the_connection(
     big_store: Path,

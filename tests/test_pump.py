@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from streamer.encoders import LineEncoder
-from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump
+from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump, read_size
 
 pytestmark = pytest.mark.anyio
 
@@ -22,16 +22,20 @@ class Source:
         self, chunk: bytes = b"x" * 1024, fail_after: int | None = None, total: int | None = None
     ):
         self.chunk, self.fail_after, self.total = chunk, fail_after, total
-        self.reads = 0
+        self.reads = self.bytes_read = 0
         self.closed = False
 
     async def read(self, size: int) -> bytes:
         await anyio.lowlevel.checkpoint()
         if self.fail_after is not None and self.reads >= self.fail_after:
             raise ConnectionResetError("upstream reset")
-        if self.total is not None and self.reads * len(self.chunk) >= self.total:
+        size = min(size, len(self.chunk))
+        if self.total is not None:
+            size = min(size, self.total - self.bytes_read)
+        if size <= 0:
             return b""
         self.reads += 1
+        self.bytes_read += size
         return self.chunk[:size]
 
     async def aclose(self) -> None:
@@ -121,6 +125,26 @@ async def test_slow_client_bounds_read_ahead() -> None:
             client.disconnect_after = 0
             client.disconnected.set()
     assert source.closed
+
+
+@pytest.mark.parametrize("buffer_chunks", [1, 2, 3, 5])
+async def test_slow_client_bounds_bytes_in_hand_below_three_chunks_too(buffer_chunks: int) -> None:
+    # SPEC: memory per stream <= STREAMER_BUFFER_CHUNKS x STREAMER_CHUNK_SIZE. Three chunks
+    # are in hand whatever the queue (two here, the third being the transport's), so with
+    # fewer allowed the reads must shrink.
+    chunk_size = 3000
+    source, client = Source(chunk=b"x" * chunk_size), Client(block_after=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                lambda: run(source, client, chunk_size=chunk_size, buffer_chunks=buffer_chunks)
+            )
+            await client.blocked.wait()
+            await anyio.wait_all_tasks_blocked()
+            in_hand = source.bytes_read + read_size(chunk_size, buffer_chunks)
+            assert in_hand <= buffer_chunks * chunk_size, (source.reads, source.bytes_read)
+            client.disconnect_after = 0
+            client.disconnected.set()
 
 
 async def test_failure_before_the_first_byte_is_raised_to_the_caller() -> None:
