@@ -7,6 +7,7 @@ import asyncio
 import math
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +24,25 @@ def _fail(reason: str) -> int:
     return EXIT_CONFIG
 
 
+def _check_listen(host: str, port: int) -> None:
+    """ConfigError unless this machine can listen on host:port, before uvicorn tries."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"STREAMER_HOST {host!r} is not an address: {exc.strerror}") from None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 async def _preflight(settings: Settings) -> None:
-    """Everything `serve` refuses to start without: keys loaded, store reachable."""
+    """Everything `serve` refuses to start without: an address to listen on, keys loaded,
+    the store reachable."""
+    _check_listen(settings.host, settings.port)
     auth = Authenticator(settings)
     await auth.start()
     store = Store.from_url(settings.storage_url)

@@ -266,9 +266,13 @@ class Store:
         # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
         # Listings are not cached by the filesystem: the catalog has its own TTL, and a
         # cached listing would hide a purge from `info`.
-        fs = fsspec.filesystem(
-            protocol, asynchronous=True, skip_instance_cache=True, use_listings_cache=False
-        )
+        try:
+            fs = fsspec.filesystem(
+                protocol, asynchronous=True, skip_instance_cache=True, use_listings_cache=False
+            )
+        except (ValueError, ImportError) as exc:  # unknown protocol, or its library missing
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise StoreUnreachable(f"store {url!r}: {reason or type(exc).__name__}") from None
         return cls(fs, rest, url)
 
     def path(self, key: str) -> str:

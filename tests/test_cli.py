@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             },
             "none",
         ),
+        ([], {"STREAMER_STORAGE_URL": "foo://bucket", "STREAMER_JWT_SECRET": SECRET}, "foo"),
+        (
+            ["--host", "not a host!"],
+            {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_SECRET": SECRET},
+            "STREAMER_HOST",
+        ),
     ],
 )
 def test_serve_refuses_to_start(
@@ -78,6 +85,19 @@ def test_serve_refuses_to_start(
     assert len(lines) == 1, result.stderr
     assert reason.lower() in lines[0].lower()
     assert SECRET not in result.stderr
+
+
+def test_serve_refuses_a_port_already_in_use(local_store: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = {"STREAMER_STORAGE_URL": local_store, "STREAMER_JWT_SECRET": SECRET}
+        result = run_cli("serve", "--port", port, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"streamer: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 def test_flag_wins_over_variable(local_store: str) -> None:
