@@ -91,7 +91,7 @@ class Forbidden(StreamerError):
     default_detail = "The token lacks the model:read or organization:viewer permission."
 
     def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
-        challenge = f'{REALM}, error="insufficient_scope"'
+        challenge = 'Bearer error="insufficient_scope"'  # SPEC's words, without a realm
         super().__init__(detail, {"WWW-Authenticate": challenge, **(headers or {})})
 
 

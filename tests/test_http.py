@@ -136,7 +136,7 @@ def test_insufficient_scope(
 ) -> None:
     response = get(server, token=make_token(permissions=permissions))
     assert_problem(response, 403, "insufficient_scope")
-    assert response.headers["www-authenticate"] == f'{REALM}, error="insufficient_scope"'
+    assert response.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
 
 
 def test_no_organization_claim_is_403(server: Running) -> None:
