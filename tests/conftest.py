@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import uvicorn
 
@@ -21,7 +20,7 @@ from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.observe import Observe
-from tests.dataset import ORG, put, seed
+from tests.dataset import ORG, put_run, seed
 from tests.emulators import (
     BUCKET,
     Emulator,
@@ -81,11 +80,8 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
     """The fixture store plus mdl-big/run-big, a log far larger than any socket buffer."""
     root = tmp_path_factory.mktemp("big-store")
     seed(str(root))
-    put(str(root), "models/mdl-big/model.json", orjson.dumps({"organization_id": ORG}))
-    run = {"run_id": "run-big", "status": "completed", "completed_at": "2026-03-13T11:00:00Z"}
-    put(str(root), "models/mdl-big/runs/run-big/run.json", orjson.dumps(run))
     log = training_log(1024 * 1024) * BIG_LOG_MIB
-    put(str(root), "models/mdl-big/runs/run-big/training.log", log)
+    put_run(str(root), "mdl-big", "run-big", log)
     return str(root), log
 
 

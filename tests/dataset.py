@@ -104,6 +104,24 @@ def put(root: str, key: str, data: bytes, /, **storage_options: Any) -> None:
         file.write(data)
 
 
+def put_run(
+    root: str,
+    model_id: str,
+    run_id: str,
+    log: bytes,
+    *,
+    completed_at: str = "2026-03-13T11:00:00Z",
+    **storage_options: Any,
+) -> None:
+    """One model of ORG with one completed run and its log, below `root`."""
+    model = {"model_id": model_id, "organization_id": ORG}
+    put(root, f"models/{model_id}/model.json", orjson.dumps(model), **storage_options)
+    run = {"run_id": run_id, "status": "completed", "completed_at": completed_at}
+    folder = f"models/{model_id}/runs/{run_id}"
+    put(root, f"{folder}/run.json", orjson.dumps(run), **storage_options)
+    put(root, f"{folder}/training.log", log, **storage_options)
+
+
 def seed(root: str, /, **storage_options: Any) -> None:
     """Write the fixture store below `root` (a path or an fsspec URL)."""
     for model_id, org in MODELS.items():

@@ -15,7 +15,7 @@ from streamer.config import Settings
 from streamer.pump import Message, StreamAborted
 from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET, Running, TokenFactory
-from tests.dataset import put
+from tests.dataset import put_run
 
 PATH = "/api/v1/models/mdl-big/training-metrics/logs/download"
 CHUNK = 64 * 1024
@@ -27,15 +27,8 @@ LOG_SIZE = len(LOG_LINE) * 100_000
 def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local store with one 4.6 MB log; returns the log's path."""
     root = tmp_path_factory.mktemp("big")
-    put(str(root), "models/mdl-big/model.json", b'{"organization_id": "org-acme"}')
-    put(
-        str(root),
-        "models/mdl-big/runs/run-1/run.json",
-        b'{"run_id": "run-1", "status": "completed", "completed_at": "2026-03-13T00:00:00Z"}',
-    )
-    log = root / "models/mdl-big/runs/run-1/training.log"
-    log.write_bytes(LOG_LINE * (LOG_SIZE // len(LOG_LINE)))
-    return log
+    put_run(str(root), "mdl-big", "run-1", LOG_LINE * (LOG_SIZE // len(LOG_LINE)))
+    return root / "models/mdl-big/runs/run-1/training.log"
 
 
 def settings_for(log: Path) -> Settings:
@@ -166,13 +159,7 @@ def test_store_failure_while_resolving_is_a_502_problem(
 ) -> None:
     # A key the store cannot read for a reason other than absence (here a symlink loop:
     # ELOOP) is the store failing, not a missing run, and never a bare 500.
-    put(str(tmp_path), "models/mdl-loop/model.json", b'{"organization_id": "org-acme"}')
-    put(
-        str(tmp_path),
-        "models/mdl-loop/runs/run-1/run.json",
-        b'{"run_id": "run-1", "status": "completed", "completed_at": "2026-03-13T00:00:00Z"}',
-    )
-    put(str(tmp_path), "models/mdl-loop/runs/run-1/training.log", LOG_LINE)
+    put_run(str(tmp_path), "mdl-loop", "run-1", LOG_LINE)
     (tmp_path / broken).unlink()
     (tmp_path / broken).symlink_to(tmp_path / broken)
     running = settings_server(Settings(storage_url=str(tmp_path), jwt_secret=SECRET))

@@ -25,7 +25,7 @@ from streamer.encoders import reference_encode
 from streamer.observe import Observe
 from streamer.pump import Message, Receive, Send
 from tests.conftest import SECRET, Running, ServerProcess, serve_in_thread
-from tests.dataset import LOG_A2, big_log, put, seed
+from tests.dataset import LOG_A2, big_log, put, put_run, seed
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 BIG = big_log(150_000)  # about 6.6 MB: several chunks, four aria2c segments of 1 MiB or more
@@ -99,13 +99,7 @@ class Served:
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("clients-store")
     seed(str(root))
-    put(str(root), "models/mdl-big/model.json", b'{"organization_id": "org-acme"}')
-    put(
-        str(root),
-        "models/mdl-big/runs/run-big/run.json",
-        b'{"status": "completed", "completed_at": "2026-03-13T11:00:00Z"}',
-    )
-    put(str(root), "models/mdl-big/runs/run-big/training.log", BIG)
+    put_run(str(root), "mdl-big", "run-big", BIG)
     put(str(root), "models/mdl-big/runs/run-bigz/run.json", b'{"status": "completed"}')
     put(str(root), "models/mdl-big/runs/run-bigz/training.log.gz", gzip.compress(BIG))
     return root
