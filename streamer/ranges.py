@@ -44,6 +44,22 @@ class ByteRange:
         return f"bytes {self.start}-{self.end - 1}/{self.size}"
 
 
+# Above any object's size: a position of more digits than this selects past the end.
+# Python refuses to convert strings of over 4300 digits, so they are never converted.
+_HUGE = 10**18
+
+
+def _position(digits: str) -> int:
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 18 else _HUGE
+
+
+def _below(a: str, b: str) -> bool:
+    """Whether the decimal `a` is less than the decimal `b`, at any length."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
+
+
 def parse_range(header: str) -> RangeSpec | None:
     """The single range of a `Range: bytes=...` value, or None when it is not one.
 
@@ -64,11 +80,10 @@ def parse_range(header: str) -> RangeSpec | None:
         return None
     first, last, suffix = match.groups()
     if suffix is not None:
-        return RangeSpec(suffix=int(suffix))
-    spec = RangeSpec(first=int(first), last=int(last) if last else None)
-    if spec.last is not None and spec.first is not None and spec.last < spec.first:
+        return RangeSpec(suffix=_position(suffix))
+    if last and _below(last, first):
         return None
-    return spec
+    return RangeSpec(first=_position(first), last=_position(last) if last else None)
 
 
 def resolve(spec: RangeSpec, size: int) -> ByteRange | None:

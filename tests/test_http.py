@@ -346,3 +346,28 @@ def test_an_encoded_slash_stays_inside_the_model_id(server: Running, token: str)
     assert_problem(httpx.get(url, headers=headers, timeout=10), 404, "model_not_found")
     encoded = server.url + "/api/v1/models/mdl%2Dalpha/training-metrics/logs/download"
     assert httpx.get(encoded, headers=headers, timeout=10).content == LOG_A2
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "body"),
+    [
+        (f"0-{'9' * 5000}", 206, LOG_A1),
+        (f"{'0' * 5000}5-", 206, LOG_A1[5:]),
+        (f"-{'9' * 5000}", 206, LOG_A1),
+        (f"{'1' * 5000}-", 416, None),
+    ],
+)
+def test_range_positions_of_any_length(
+    server: Running, token: str, spec: str, status: int, body: bytes | None
+) -> None:
+    # Python will not convert over 4300 digits to an int: still a range, never a 500.
+    response = httpx.get(
+        server.url + PATH.format("mdl-alpha") + "?run_id=run-a1",
+        headers={"Authorization": f"Bearer {token}", "Range": f"bytes={spec}"},
+        timeout=30,
+    )
+    assert response.status_code == status
+    if body is not None:
+        assert response.content == body
+    else:
+        assert response.headers["content-range"] == f"bytes */{len(LOG_A1)}"

@@ -21,7 +21,7 @@ from streamer.ranges import ByteRange, RangeSpec, parse_range, resolve
         ("bytes=1-2,", RangeSpec(first=1, last=2)),
         ("bytes=, 1-2 ,,", RangeSpec(first=1, last=2)),
         ("bytes=00010-0020", RangeSpec(first=10, last=20)),
-        ("bytes=0-99999999999999999999999", RangeSpec(first=0, last=99999999999999999999999)),
+        ("bytes=0-99999999999999999999999", RangeSpec(first=0, last=10**18)),  # past any end
     ],
 )
 def test_single_ranges(header: str, spec: RangeSpec) -> None:
@@ -121,6 +121,54 @@ def test_open_range_is_python_slicing(data: bytes, first: int) -> None:
 @given(st.binary(min_size=1, max_size=300), st.integers(min_value=1, max_value=400))
 def test_suffix_range_is_python_slicing(data: bytes, length: int) -> None:
     assert selected(f"bytes=-{length}", data) == data[-length:]
+
+
+digits = st.builds(
+    lambda zeros, number: "0" * zeros + number,
+    st.sampled_from([0, 1, 5000]),
+    st.one_of(
+        st.integers(0, 400).map(str),
+        st.sampled_from([17, 18, 19, 4300, 5000]).map(lambda n: "1" + "0" * n),
+        st.sampled_from([18, 4301]).map(lambda n: "9" * n),
+    ),
+)
+
+
+def _key(text: str) -> tuple[int, str]:
+    """Orders decimal strings of any length as the numbers they write."""
+    significant = text.lstrip("0")
+    return len(significant), significant
+
+
+def _int(text: str) -> int:
+    """The number, or one past any test data's end for the longer ones."""
+    return int(_key(text)[1] or "0") if _key(text)[0] <= 18 else 10**19
+
+
+@given(st.binary(max_size=300), digits, st.one_of(st.none(), digits))
+def test_positions_of_any_length_are_python_slicing(
+    data: bytes, first: str, last: str | None
+) -> None:
+    # Python will not convert a string of over 4300 digits to an int; such a position is
+    # still a position (past the end of any object), never a 500.
+    header = f"bytes={first}-{last or ''}"
+    start, stop = _int(first), None if last is None else _int(last) + 1
+    if last is not None and _key(last) < _key(first):
+        assert selected(header, data) is None
+    elif start >= len(data):
+        with pytest.raises(RangeNotSatisfiable):
+            selected(header, data)
+    else:
+        assert selected(header, data) == data[start:stop]
+
+
+@given(st.binary(min_size=1, max_size=300), digits)
+def test_suffixes_of_any_length_are_python_slicing(data: bytes, length: str) -> None:
+    if _int(length) == 0:
+        with pytest.raises(RangeNotSatisfiable):
+            selected(f"bytes=-{length}", data)
+    else:
+        assert selected(f"bytes=-{length}", data) == data[-_int(length) :]
 
 
 @given(st.text(max_size=40), sizes)
