@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from . import errors
 from .allocator import tune_allocator
 from .auth import Authenticator, authorize
-from .catalog import Catalog, LogObject
+from .catalog import Catalog, LogObject, valid_model_id
 from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
 from .encoders import LineEncoder
@@ -95,7 +95,9 @@ class Streamer:
             principal = await self.auth.authenticate(headers.get("authorization"))
             annotate(scope, subject=principal.subject, organization=principal.organization)
             query = parse_query(scope.get("query_string", b""))
-            annotate(scope, model=model_id, format=query.format)
+            # Only an id of the catalog's shape reaches the access log: the path is the client's.
+            annotate(scope, model=model_id if valid_model_id(model_id) else None)
+            annotate(scope, format=query.format)
             authorize(principal)
             assert principal.organization is not None  # authorize() refuses None
             log = await self._resolve(model_id, principal.organization, query.run_id)

@@ -167,6 +167,11 @@ def test_one_access_log_line_per_request_without_the_token(
     httpx.get(server.url + PATH.format("mdl-alpha"), headers=bad, timeout=10)
     refused = access_log.wait(request_id="log-test-2")
     assert (refused["status"], refused["subject"], refused["outcome"]) == (401, None, "complete")
+    odd = {"Authorization": f"Bearer {token}", "X-Request-ID": "log-test-3"}
+    httpx.get(server.url + PATH.format("mdl-" + "x" * 5000), headers=odd, timeout=10)
+    missing = access_log.wait(request_id="log-test-3")
+    # Not of the catalog's shape (too long): the client's path is not copied into the log.
+    assert (missing["status"], missing["model"]) == (404, None)
     ids = [line["request_id"] for line in access_log.lines]
     assert (ids.count("log-test-1"), ids.count("log-test-2")) == (1, 1)
     assert all(token not in raw for raw in access_log.raw)
