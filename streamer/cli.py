@@ -64,6 +64,7 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
     import uvicorn
 
     from . import metrics
+    from .protocol import GuardedHttpToolsProtocol
 
     # Several workers share their metrics through files, in a folder made or emptied here.
     made = None
@@ -78,6 +79,7 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
             workers=settings.workers,
             access_log=False,
             server_header=False,
+            http=GuardedHttpToolsProtocol,
             # uvicorn takes whole seconds; 0 aborts running downloads at once.
             timeout_graceful_shutdown=math.ceil(settings.grace_s),
         )

@@ -4,7 +4,8 @@
     ├── BadRequest                     400
     │   ├── InvalidFormat              400 invalid_format
     │   ├── InvalidFields              400 invalid_fields
-    │   └── InvalidQuery               400 invalid_query
+    │   ├── InvalidQuery               400 invalid_query
+    │   └── MalformedRequest           400 malformed_request (not HTTP/1.1; protocol.py)
     ├── Unauthorized                   401
     │   ├── MissingToken               401 missing_token
     │   └── InvalidToken               401 invalid_token
@@ -16,7 +17,9 @@
     │   ├── LogsExpired                404 logs_expired
     │   └── LogsPurged                 404 logs_purged
     ├── MethodNotAllowed               405 method_not_allowed
+    ├── RequestTimeout                 408 request_timeout (protocol.py)
     ├── RangeNotSatisfiable            416 range_not_satisfiable
+    ├── HeadersTooLarge                431 headers_too_large (protocol.py)
     ├── UpstreamError                  502 upstream_error
     └── Overloaded                     503 overloaded
 
@@ -139,6 +142,21 @@ class RangeNotSatisfiable(StreamerError):
 
     def __init__(self, size: int):
         super().__init__(None, {"Content-Range": f"bytes */{size}"})
+
+
+class MalformedRequest(BadRequest):
+    code = "malformed_request"
+    default_detail = "The request is not valid HTTP/1.1."
+
+
+class RequestTimeout(StreamerError):
+    status, code, title = 408, "request_timeout", "Request Timeout"
+    default_detail = "The request's headers did not arrive in time."
+
+
+class HeadersTooLarge(StreamerError):
+    status, code, title = 431, "headers_too_large", "Request Header Fields Too Large"
+    default_detail = "The request line and headers exceed 64 KiB."
 
 
 class UpstreamError(StreamerError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -20,6 +21,7 @@ from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.observe import Observe
+from streamer.protocol import GuardedHttpToolsProtocol
 from tests.dataset import ORG, put_run, seed
 from tests.emulators import (
     BUCKET,
@@ -137,9 +139,12 @@ class Running:
 
 
 def serve_in_thread(
-    settings: Settings, wrap: Callable[[Observe], Any] | None = None
+    settings: Settings,
+    wrap: Callable[[Observe], Any] | None = None,
+    http: type[asyncio.Protocol] = GuardedHttpToolsProtocol,
 ) -> Generator[Running, None, None]:
-    """streamer under uvicorn, in a thread of this process, on a real loopback socket.
+    """streamer under uvicorn, in a thread of this process, on a real loopback socket,
+    with the HTTP protocol `serve` uses (or `http`).
 
     `wrap` may put ASGI middleware (a recorder, say) around the app.
     """
@@ -147,7 +152,7 @@ def serve_in_thread(
     sock.bind(("127.0.0.1", 0))
     app = Streamer(settings)
     served = Observe(app) if wrap is None else wrap(Observe(app))
-    config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on", http=http)
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -1,0 +1,120 @@
+"""The HTTP protocol `serve` runs: limits on a request's head, over raw loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from streamer.config import Settings
+from streamer.protocol import GuardedHttpToolsProtocol
+from tests.conftest import SECRET, Running, serve_in_thread
+from tests.dataset import LOG_A1
+
+DOWNLOAD = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"
+
+
+class QuickHeads(GuardedHttpToolsProtocol):
+    head_timeout_s = 0.2
+
+
+@pytest.fixture(scope="module")
+def guarded(local_store: str) -> Iterator[Running]:
+    settings = Settings(storage_url=local_store, jwt_secret=SECRET, catalog_ttl_s=0)
+    yield from serve_in_thread(settings, http=QuickHeads)
+
+
+def connect(server: Running) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    return sock
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (the 30 s socket timeout guards hangs)."""
+    parts = []
+    while chunk := sock.recv(65536):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, dict[str, str], bytes]:
+    """One response with a content-length: (status line, headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {
+        name.decode().lower(): value.decode().strip()
+        for name, _, value in (line.partition(b":") for line in lines)
+    }
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return status, headers, body
+
+
+def assert_refused(raw: bytes, status: int, code: str) -> None:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"content-type: application/problem+json" in head
+    assert b"connection: close" in head
+    problem = orjson.loads(body)
+    assert (problem["status"], problem["code"]) == (status, code)
+    assert f"x-request-id: {problem['request_id']}".encode() in head
+
+
+def test_a_head_over_64_kib_is_refused_and_the_server_goes_on(guarded: Running, token: str) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20))
+        assert_refused(read_to_close(sock), 431, "headers_too_large")
+    with connect(guarded) as sock:
+        request = f"GET {DOWNLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        sock.sendall(request.encode() + b"X-Pad: " + b"a" * 60_000 + b"\r\n\r\n")
+        status, _, body = read_response(sock)
+    assert status == b"HTTP/1.1 200 OK" and body == LOG_A1
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half a head"]
+)
+def test_a_head_that_does_not_arrive_in_time_is_answered_408(guarded: Running, sent: bytes) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(sent)
+        assert_refused(read_to_close(sock), 408, "request_timeout")
+
+
+def test_the_head_timeout_applies_to_each_request_of_a_kept_alive_connection(
+    guarded: Running,
+) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, _ = read_response(sock)
+        assert status == b"HTTP/1.1 200 OK"
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert_refused(read_to_close(sock), 408, "request_timeout")
+
+
+def test_a_download_outlives_the_head_timeout(guarded: Running, token: str) -> None:
+    with connect(guarded) as downloading, connect(guarded) as idle:
+        request = f"GET {DOWNLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        downloading.sendall(request.encode())
+        # The idle connection's 408 shows the head timeout has passed, with the download
+        # answered and not yet read.
+        assert_refused(read_to_close(idle), 408, "request_timeout")
+        status, _, body = read_response(downloading)
+    assert status == b"HTTP/1.1 200 OK" and body == LOG_A1
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"get /healthz HTTP/1.1", b"GET /he\x00althz HTTP/1.1", b"GET /healthz HTTP/1.1\nX: y"],
+)
+def test_a_request_that_is_not_http_gets_a_problem_body(
+    guarded: Running, request_line: bytes
+) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+        assert_refused(read_to_close(sock), 400, "malformed_request")
