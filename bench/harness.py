@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -42,6 +43,7 @@ from .stats import GIB, MIB, ProcSampler, memory_kib, spread, summary
 SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}&format={fmt}"
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+TTFB_ROUNDS = 30
 
 
 def parse_size(text: str) -> int:
@@ -240,13 +242,15 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
 
 
 def _ttfb_probe(run: Run, opts: Options, streamer: servers.Server, token: str) -> None:
-    """TTFB of each size, the sizes in turn, 10 rounds: the same catalog cache and page
-    cache state for all, which whole downloads of different lengths cannot give. Each
-    probe closes its connection after the headers; a pause lets the server finish
-    cancelling that stream before the next probe, so no probe pays for another's end."""
+    """TTFB of each size, the sizes in a shuffled order each round, 30 rounds: the same
+    catalog cache and page cache state for all, which whole downloads of different
+    lengths cannot give, and no size always after the same other. Each probe closes its
+    connection after the headers; a pause lets the server finish cancelling that stream
+    before the next probe, so no probe pays for another's end."""
     seen: dict[int, list[float]] = defaultdict(list)
-    for _ in range(10):
-        for size in opts.sizes:
+    order = random.Random(1)
+    for _ in range(TTFB_ROUNDS):
+        for size in order.sample(opts.sizes, len(opts.sizes)):
             url = _download_url(streamer.url, size, "txt")
             seen[size].append(fetch(url, token, first_bytes_only=True).ttfb_s)
             time.sleep(0.1)
