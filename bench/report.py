@@ -72,16 +72,19 @@ def _target(name: str, value: float, goal: float, higher: bool, note: str = "") 
 def _s3_phases(rows: list[dict[str, Any]], size: int) -> str:
     """Where an S3 download's time goes, from the medians: the emulator's first byte, then
     the body, and how busy streamer's one event loop is while the body flows."""
-    phases = {}
-    for case in ("streamer", "boto3 get_object, streamed"):
+
+    def phases(case: str) -> tuple[float, float]:
+        """(seconds to the first byte, seconds of the body after it)."""
         total = size / 1e6 / _median(rows, "s3", case, size, "mb_per_s")
         first = _median(rows, "s3", case, size, "ttfb_s")
-        phases[case] = (total, first, total - first)
-    total, first, body = phases["boto3 get_object, streamed"]
-    _, _, streamer_body = phases["streamer"]
-    busy = _median(rows, "s3", "streamer", size, "cpu_s_per_gib") * size / GIB / streamer_body
-    if not all(value > 0 for value in (total, first, body, streamer_body)):
+        return first, total - first
+
+    first, body = phases("boto3 get_object, streamed")
+    _, streamer_body = phases("streamer")
+    if not all(value > 0 for value in (first, body, streamer_body)):  # also false for nan
         return ""
+    total = first + body
+    busy = _median(rows, "s3", "streamer", size, "cpu_s_per_gib") * size / GIB / streamer_body
     return (
         f"first byte {first:.2f} of boto3's {total:.2f} s; after it, streamer"
         f" {size / 1e6 / streamer_body:.0f} MB/s vs boto3 {size / 1e6 / body:.0f} MB/s,"
@@ -255,7 +258,6 @@ def defaults_text(run: dict[str, Any]) -> str:
     )
     if chosen is None:
         return "The defaults were not among the settings swept."
-    fastest = max(run["tuning"], key=lambda t: t["txt_mb_per_s"]["median"])
 
     def per_client(t: dict[str, Any]) -> float:
         growth: float = t["slow_rss_growth_mib"] / t["slow_clients"]
@@ -265,6 +267,7 @@ def defaults_text(run: dict[str, Any]) -> str:
         value: float = t["txt_mb_per_s"]["median"]
         return value
 
+    fastest = max(run["tuning"], key=txt)
     name = f"{fastest['chunk_size'] >> 10} KiB x {fastest['buffer_chunks']}"
     text = (
         f"Defaults: {settings['chunk_size'] >> 10} KiB x {settings['buffer_chunks']}. The"

@@ -141,7 +141,7 @@ class Streamer:
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        chunk_size = read_size(self.settings.chunk_size, self.settings.buffer_chunks)
+        chunk_size = self.settings.chunk_size
         try:
             reader: ObjectReader = await self.store.open(log.key, plan.start, plan.end)
         except FileNotFoundError:
@@ -150,7 +150,8 @@ class Streamer:
             logger.warning("store open failed for %s: %s", log.key, type(exc).__name__)
             raise errors.UpstreamError() from None
         if plan.decode_gzip:
-            reader = GzipReader(reader, chunk_size)
+            # The pump reads in pieces of read_size(); the decompressor holds no more.
+            reader = GzipReader(reader, read_size(chunk_size, self.settings.buffer_chunks))
         transforms: list[Transform] = []
         if plan.encode is not None:
             transforms.append(LineEncoder(plan.encode, plan.fields))

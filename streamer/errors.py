@@ -156,7 +156,7 @@ class RequestTimeout(StreamerError):
 
 class HeadersTooLarge(StreamerError):
     status, code, title = 431, "headers_too_large", "Request Header Fields Too Large"
-    default_detail = "The request line and headers exceed 64 KiB."
+    default_detail = "The request line and headers are too large."
 
 
 class UpstreamError(StreamerError):

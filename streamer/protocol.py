@@ -54,7 +54,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
-                self._refuse(errors.HeadersTooLarge())
+                limit = f"{self.max_head_bytes // 1024} KiB"
+                detail = f"The request line and headers exceed {limit}."
+                self._refuse(errors.HeadersTooLarge(detail))
                 return
         super().data_received(data)
 

@@ -5,9 +5,9 @@ The rules this module keeps:
   the producer task has just read, up to two that the server's transport may still hold
   (the one being written and the tail of the one before), and the rest queued in a
   bounded anyio memory object stream. Three are in hand whatever the queue, so below
-  three the reads shrink instead (`read_size`): the bound is in bytes. The consumer awaits ASGI
-  `send` per chunk, and uvicorn's flow control holds `send` while the client is slow, so
-  a slow client slows the storage reads instead of filling memory.
+  three the reads shrink instead (`read_size`): the bound is in bytes. The consumer
+  awaits ASGI `send` per chunk, and uvicorn's flow control holds `send` while the client
+  is slow, so a slow client slows the storage reads instead of filling memory.
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
   watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
   consumer at once; the reader is closed on every path.
