@@ -28,7 +28,7 @@ import orjson
 
 from streamer.auth import issue_token
 from streamer.demo import training_log
-from streamer.storage import Store, _open_ranged
+from streamer.storage import Store, open_ranged
 from tests.emulators import (
     BUCKET,
     Emulator,
@@ -118,7 +118,7 @@ async def store_read(url: str, size: int, ranged: bool = False) -> int:
     store = Store.from_url(url)
     path = store.path(KEY)
     if ranged:
-        reader = await _open_ranged(store.fs, path, 0, size, {})
+        reader = await open_ranged(store.fs, path, 0, size, {})
     else:
         reader = await store.open(KEY, end=size)
     total = 0

@@ -19,8 +19,7 @@ import pytest
 from streamer import metrics
 from streamer.config import Settings
 from streamer.demo import training_log
-from streamer.retry import ObjectChanged
-from streamer.storage import GzipReader, Store
+from streamer.storage import GzipReader, ObjectChanged, Store
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
 from tests.dataset import put
 from tests.emulators import BUCKET, FaultProxy, fsspec_conf

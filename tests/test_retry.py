@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streamer.retry import RetryingReader
+from streamer.storage import RetryingReader
 
 pytestmark = pytest.mark.anyio
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 
-if TYPE_CHECKING:
-    from .storage import ObjectReader
+from .readers import ObjectReader
 
 logger = logging.getLogger("streamer.storage")
 

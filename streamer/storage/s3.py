@@ -1,0 +1,44 @@
+"""S3 through s3fs's aiobotocore client, on the server's event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .readers import BodyReader, http_range
+from .retry import ObjectChanged
+
+
+async def open_s3(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> BodyReader:
+    """One streamed, ranged GET of [start, end); pinned to the ETag `pin` holds, if any."""
+    bucket, key, version = fs.split_path(path)
+    extra = {"VersionId": version} if version else {}
+    if "etag" in pin:
+        extra["IfMatch"] = pin["etag"]
+    if start or end is not None:
+        extra["Range"] = http_range(start, end)
+    try:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **extra)
+    except OSError as exc:
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+        if code == "PreconditionFailed":
+            raise ObjectChanged(path) from exc
+        raise
+    pin.setdefault("etag", response["ETag"])
+    body = response["Body"]
+    return BodyReader(body.read, body.close)
+
+
+async def read_s3(fs: Any, path: str) -> bytes:
+    """The whole object in one GET (s3fs's _cat_file sends a HEAD before each GET)."""
+    reader = await open_s3(fs, path, 0, None, {})
+    try:
+        return await reader.read_all()
+    finally:
+        await reader.aclose()
+
+
+async def ping_s3(fs: Any, bucket: str, prefix: str) -> None:
+    """List at most one key below `prefix`."""
+    await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)

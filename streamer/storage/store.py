@@ -1,0 +1,203 @@
+"""The store: an fsspec filesystem and a root, addressed by keys of validated IDs only.
+
+This package is the only one that imports fsspec. A key is made of checked IDs
+(`models/<model_id>/runs/<run_id>/training.log`). Local and memory stores are read inline
+(`local`); S3 (`s3`) and GCS (`gcs`) through fsspec's async API on the server's own event
+loop, each read of a log resumed after transient faults (`retry`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+
+from .gcs import open_gcs, ping_gcs
+from .local import open_local, open_memory
+from .readers import Empty, ObjectInfo, ObjectReader, Ranged
+from .retry import RetryingReader
+from .s3 import open_s3, ping_s3, read_s3
+
+_PING_TIMEOUT_S = 15
+
+
+class StoreUnreachable(Exception):
+    """The store root cannot be listed; the message is one line for the operator."""
+
+
+async def open_ranged(
+    fs: Any, path: str, start: int, end: int | None, pin: dict[str, str]
+) -> ObjectReader:
+    """Sequential ranged reads through any async filesystem's `_cat_file`."""
+
+    async def cat(first: int, stop: int) -> bytes:
+        data: bytes = await fs._cat_file(path, start=first, end=stop)
+        return data
+
+    return Ranged(cat, start, end)
+
+
+class Store:
+    """An fsspec filesystem and a root path inside it."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+        self.fs, self.root, self.url = fs, root.rstrip("/"), url
+        self.is_async = isinstance(fs, AsyncFileSystem)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
+        # Upstream faults during object reads, for metrics: every failed read or open of a
+        # remote object counts as an error; every reopen after one counts as a retry.
+        self.retries = 0
+        self.upstream_errors = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        """Open the store at `url`; call it inside the event loop that will use it."""
+        protocol, _, rest = url.partition("://")
+        if not rest:
+            protocol, rest = "file", url
+        if protocol in ("file", "local"):
+            fs = fsspec.filesystem("file")
+            return cls(fs, os.path.abspath(rest), url)
+        if protocol == "memory":
+            return cls(fsspec.filesystem("memory"), "/" + rest.strip("/"), url)
+        # Endpoint, credentials and client options come from fsspec's configuration
+        # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
+        # Listings are not cached by the filesystem: the catalog has its own TTL, and a
+        # cached listing would hide a purge from `info`.
+        try:
+            fs = fsspec.filesystem(
+                protocol, asynchronous=True, skip_instance_cache=True, use_listings_cache=False
+            )
+        except (ValueError, ImportError) as exc:  # unknown protocol, or its library missing
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise StoreUnreachable(f"store {url!r}: {reason or type(exc).__name__}") from None
+        return cls(fs, rest, url)
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    async def read_bytes(self, key: str) -> bytes:
+        """The whole object; FileNotFoundError when it does not exist."""
+        path = self.path(key)
+        if self.kind == "s3":
+            return await read_s3(self.fs, path)
+        if self.is_async:
+            data: bytes = await self.fs._cat_file(path)
+        else:
+            data = self.fs.cat_file(path)
+        return data
+
+    async def list_dir(self, key: str) -> list[str]:
+        """Names of the entries directly below `key`; [] when there are none."""
+        path = self.path(key)
+        try:
+            if self.is_async:
+                entries = await self.fs._ls(path, detail=False)
+            else:
+                entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted({entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries})
+
+    async def info(self, key: str) -> ObjectInfo | None:
+        """Size and version of an object; None when it does not exist."""
+        path = self.path(key)
+        try:
+            if self.is_async:
+                raw = await self.fs._info(path)
+            else:
+                raw = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        if raw.get("type") == "directory":
+            return None
+        return ObjectInfo(size=raw.get("size"), etag=_etag(raw), modified=_modified(raw))
+
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        """A reader of bytes [start, end) (to the object's end when `end` is None).
+
+        FileNotFoundError when the object is gone. Callers that know the size pass it as
+        `end`, so that no store reads ahead of what will be sent.
+        """
+        path = self.path(key)
+        if self.kind == "memory":
+            return open_memory(self.fs, path, start, end)
+        if not self.is_async:
+            return open_local(self.fs, path, start, end)
+        opener = {"s3": open_s3, "gs": open_gcs}.get(self.kind, open_ranged)
+        pin: dict[str, str] = {}
+
+        async def open_at(offset: int) -> ObjectReader:
+            if end is not None and offset >= end:
+                return Empty()
+            return await opener(self.fs, path, offset, end, pin)
+
+        return RetryingReader(open_at, start, self)
+
+    async def ping(self) -> None:
+        """Raise StoreUnreachable unless the store answers and its bucket (or root) exists."""
+        try:
+            if not self.is_async:
+                if not self.fs.isdir(self.root) and not self.url.startswith("memory"):
+                    raise StoreUnreachable(f"store root {self.url!r} is not a directory")
+                return
+            with anyio.fail_after(_PING_TIMEOUT_S):
+                await self._ping_remote()
+        except StoreUnreachable:
+            raise
+        except TimeoutError:
+            raise StoreUnreachable(
+                f"store {self.url!r} did not answer within {_PING_TIMEOUT_S} s"
+            ) from None
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise StoreUnreachable(
+                f"store {self.url!r} cannot be listed: {type(exc).__name__}"
+                + (f": {detail}" if detail else "")
+            ) from None
+
+    async def _ping_remote(self) -> None:
+        """List at most one key below the root, once, without the libraries' long retries."""
+        bucket, _, prefix = self.root.partition("/")
+        prefix = prefix + "/" if prefix else ""
+        if self.kind == "s3":
+            await ping_s3(self.fs, bucket, prefix)
+        elif self.kind == "gs":
+            await ping_gcs(self.fs, bucket, prefix)
+        else:
+            await self.fs._ls(self.root or "/", detail=False)
+
+    async def aclose(self) -> None:
+        if self.is_async:
+            session = getattr(self.fs, "_s3", None) or getattr(self.fs, "_session", None)
+            close = getattr(session, "close", None)
+            if close is not None:
+                await close()
+
+
+def _etag(raw: dict[str, Any]) -> str | None:
+    for name in ("VersionId", "generation", "ETag", "etag", "md5Hash"):
+        value = raw.get(name)
+        if value:
+            return str(value).strip('"')
+    mtime = raw.get("mtime") or raw.get("created")
+    return f"{mtime}" if mtime is not None else None
+
+
+def _modified(raw: dict[str, Any]) -> datetime | None:
+    value = raw.get("LastModified") or raw.get("updated") or raw.get("mtime")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
