@@ -1,0 +1,272 @@
+"""A network model for tests and benchmarks: a shaping TCP proxy in front of an emulator.
+
+moto and fake-gcs-server on loopback answer in microseconds and give one connection GB/s;
+a real object store answers each request after tens of milliseconds and gives one
+connection tens of MB/s. `ShapingProxy` puts those two costs back:
+
+- first-byte latency: the response to each HTTP request leaves the proxy no earlier than
+  `latency_s` after the request's head reached it. The emulator works on the request
+  meanwhile, so the first byte comes after max(latency, emulator time).
+- bandwidth: each connection carries at most `bandwidth` bytes/s from the store to the
+  client, paced by a token bucket of `burst` bytes (sent(t) <= burst + bandwidth * t).
+
+The defaults model S3 in-region, after AWS's "Optimizing Amazon S3 performance" guidance
+(first-byte latency of tens of milliseconds for small objects, which is why it tells
+readers to issue concurrent byte-range GETs) and the per-connection throughput commonly
+measured from EC2 in the same region, about 85 to 90 MB/s per request stream (GCS publishes
+the same advice and figures of the same order): 20 ms and 80 MB/s per connection.
+
+Rules the proxy keeps: it never changes a byte (it only finds where requests begin,
+from the request line, headers and Content-Length body; a chunked request body turns the
+connection into a plain pipe for the rest of its life); its only sleeps are the shaping
+delays; it counts what passes and records, as its own checks, the shortest
+request-to-first-byte delay it let through (`min_delay_s`) and how far any connection got
+ahead of its pacing bound (`pacing_excess`, never above 0 when pacing holds).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections import deque
+
+LATENCY_S = 0.020
+BANDWIDTH = 80_000_000
+BURST = 64 * 1024
+
+_RECV = 256 * 1024
+_MAX_HEAD = 64 * 1024
+_END = b"\r\n\r\n"
+
+
+class RequestHeads:
+    """Where each HTTP/1.1 request begins in a client's byte stream (no I/O).
+
+    `feed(data)` returns how many request heads `data` completes: a head is the request
+    line and headers up to the blank line; its Content-Length body is skipped. A chunked
+    body, a malformed length or an oversized head makes the stream `opaque`: nothing more
+    is counted on it.
+    """
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._body_left = 0
+        self.opaque = False
+
+    def feed(self, data: bytes) -> int:
+        heads = 0
+        pos = 0
+        while pos < len(data) and not self.opaque:
+            if self._body_left:
+                take = min(self._body_left, len(data) - pos)
+                self._body_left -= take
+                pos += take
+                continue
+            end = self._head_end(data, pos)
+            if end < 0:
+                self._head += data[pos:]
+                self.opaque = len(self._head) > _MAX_HEAD
+                break
+            self._head += data[pos:end]
+            pos = end
+            if self._head.strip(b"\r\n"):
+                heads += 1
+                self._body_left = self._body_length(bytes(self._head))
+            self._head.clear()
+        return heads
+
+    def _head_end(self, data: bytes, pos: int) -> int:
+        """The index just past the blank line that ends the head, or -1."""
+        if self._head:
+            # The blank line may straddle the previous chunk and this one.
+            tail = bytes(self._head[-3:])
+            at = (tail + data[pos : pos + 3]).find(_END)
+            if at >= 0:
+                return pos + at + len(_END) - len(tail)
+        at = data.find(_END, pos)
+        return -1 if at < 0 else at + len(_END)
+
+    def _body_length(self, head: bytes) -> int:
+        length = 0
+        for line in head.strip(b"\r\n").split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding" and value.strip().lower() != b"identity":
+                self.opaque = True
+            elif name == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    self.opaque = True
+        return length
+
+
+class ShapingProxy:
+    """A TCP proxy on loopback in front of an emulator, modelling a remote object store:
+    each HTTP request's response starts `latency_s` after the request reached the proxy, and
+    each connection carries at most `bandwidth` bytes/s. Counts what passes.
+
+    `latency_s` and `bandwidth` may be changed while it runs (`float("inf")` bandwidth and
+    0 latency: unshaped). `requests`: request heads seen; `bytes_down`: bytes relayed from
+    the upstream server; `connections`: connections accepted. `min_delay_s`: the shortest
+    time from a request's head reaching the proxy to its response's first byte leaving it
+    (inf before any). `pacing_excess`: the most bytes any connection released beyond
+    `burst` + the integral of `bandwidth` over its life (0 or less while pacing holds).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        latency_s: float = LATENCY_S,
+        bandwidth: float = BANDWIDTH,
+        burst: int = BURST,
+    ) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self._upstream = (host, int(port))
+        self.latency_s = latency_s
+        self.bandwidth = bandwidth
+        self.burst = burst
+        self._lock = threading.Lock()
+        self.reset_counters()
+        self._sockets: set[socket.socket] = set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.bytes_down = 0
+            self.connections = 0
+            self.min_delay_s = math.inf
+            self.pacing_excess = -math.inf
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self._upstream)
+        except OSError:
+            client.close()
+            return
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._sockets |= {client, upstream}
+        # Arrival times of the requests whose responses have not started yet.
+        arrivals: deque[float] = deque()
+        up = threading.Thread(target=self._relay_up, args=(client, upstream, arrivals))
+        up.start()
+        try:
+            self._relay_down(upstream, client, arrivals)
+        finally:
+            up.join()
+            with self._lock:
+                self._sockets -= {client, upstream}
+            client.close()
+            upstream.close()
+
+    def _relay_up(
+        self, client: socket.socket, upstream: socket.socket, arrivals: deque[float]
+    ) -> None:
+        heads = RequestHeads()
+        try:
+            while data := client.recv(_RECV):
+                if not heads.opaque:
+                    count = heads.feed(data)
+                    if count:
+                        now = time.monotonic()
+                        # Recorded before the request goes on, so before its response can start.
+                        arrivals.extend([now] * count)
+                        with self._lock:
+                            self.requests += count
+                upstream.sendall(data)
+            upstream.shutdown(socket.SHUT_WR)
+        except OSError:
+            _shutdown(client, upstream)
+
+    def _relay_down(
+        self, upstream: socket.socket, client: socket.socket, arrivals: deque[float]
+    ) -> None:
+        buffer = bytearray(_RECV)
+        view = memoryview(buffer)
+        started = time.monotonic()
+        tokens = float(self.burst)  # the bucket starts full
+        refilled = started
+        released = 0
+        allowance = float(self.burst)  # burst + the integral of the rate: the pacing bound
+        try:
+            while size := upstream.recv_into(buffer):
+                if arrivals:
+                    # The first bytes after a request: its response starts, after the latency.
+                    arrived = arrivals.popleft()
+                    wait = arrived + self.latency_s - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    delay = time.monotonic() - arrived
+                    with self._lock:
+                        self.min_delay_s = min(self.min_delay_s, delay)
+                pos = 0
+                while pos < size:
+                    rate = self.bandwidth
+                    if math.isinf(rate):
+                        piece = size - pos
+                        allowance = math.inf
+                    else:
+                        piece = min(size - pos, self.burst)
+                        while True:
+                            now = time.monotonic()
+                            tokens = min(float(self.burst), tokens + (now - refilled) * rate)
+                            allowance += (now - refilled) * rate
+                            refilled = now
+                            if tokens >= piece:
+                                break
+                            time.sleep((piece - tokens) / rate)
+                        tokens -= piece
+                    released += piece
+                    excess = released - allowance
+                    client.sendall(view[pos : pos + piece])
+                    pos += piece
+                    with self._lock:
+                        self.bytes_down += piece
+                        self.pacing_excess = max(self.pacing_excess, excess)
+            client.shutdown(socket.SHUT_WR)
+        except OSError:
+            _shutdown(client, upstream)
+
+    def close(self) -> None:
+        # shutdown() wakes the thread blocked in accept(); close() alone would not.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            _shutdown(*self._sockets)
+        self._thread.join(5)
+
+    def __enter__(self) -> ShapingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shutdown(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
