@@ -2,8 +2,9 @@
 
 streamer (`python -m streamer serve`), the Python baselines (`python -m bench.baselines`),
 nginx (non-daemon, a generated config, its own prefix and temp dirs, sendfile on) and the
-S3 emulator (moto server). A server is ready once it answers HTTP; all are stopped with
-SIGTERM (then SIGKILL) by their own pid.
+S3 emulator (moto server, ranged GETs served from the stored bytes: tests/moto_ranged.py).
+A server is ready once it answers HTTP; all are stopped with SIGTERM (then SIGKILL) by
+their own pid.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from tests.emulators import moto_command
 
 
 def free_port() -> int:
@@ -174,5 +177,4 @@ def nginx(binary: str, root: Path, prefix: Path, log: Path) -> Server:
 
 def moto(log: Path) -> Server:
     port = free_port()
-    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    return Server("moto", args, port, log=log)
+    return Server("moto", moto_command(port), port, log=log)

@@ -91,10 +91,17 @@ class Emulator:
         return self.process.returncode
 
 
+def moto_command(port: int) -> list[str]:
+    """moto's S3 server on a loopback port, through tests/moto_ranged.py (ranged GetObject
+    reads only the range, as real stores do; stock moto copies the whole object)."""
+    launcher = Path(__file__).with_name("moto_ranged.py")
+    return [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(port)]
+
+
 def start_moto() -> tuple[Emulator, str]:
     """moto's S3 server; returns it and its endpoint URL."""
     port = free_port()
-    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    args = moto_command(port)
     return Emulator("moto", args, f"Running on http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}"
 
 
