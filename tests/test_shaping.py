@@ -78,7 +78,7 @@ def test_a_bad_content_length_makes_the_stream_opaque() -> None:
 
 
 def test_the_defaults_model_s3_in_region() -> None:
-    assert (LATENCY_S, BANDWIDTH, BURST) == (0.020, 80_000_000, 64 * KIB)
+    assert (LATENCY_S, BANDWIDTH, BURST) == (0.020, 80_000_000, 256 * KIB)
 
 
 # Through the proxy, on the emulators.
