@@ -16,8 +16,7 @@ readers to issue concurrent byte-range GETs) and the per-connection throughput c
 measured from EC2 in the same region, about 85 to 90 MB/s per request stream (GCS publishes
 the same advice and figures of the same order): 20 ms and 80 MB/s per connection. The
 burst, 256 KiB (3 ms at 80 MB/s), is small beside the 8 to 16 MB parts a parallel reader
-asks for, and a quarter of the wake-ups of a 64 KiB one (`python -m bench.shaping`
-measured the proxy's CPU per GiB paced at 0.7 s against 1.1 s).
+asks for, and costs the proxy about half the CPU of a 64 KiB one (bench/README.md).
 
 Bytes from the store never enter Python: they go socket -> pipe -> socket with os.splice
 (Linux), paced in pieces of at most `burst`; one thread per direction per connection.
@@ -236,15 +235,18 @@ class ShapingProxy:
                         piece = size - pos
                         allowance = math.inf
                     else:
-                        piece = min(size - pos, self.burst)
                         now = time.monotonic()
                         gained = (now - refilled) * rate
                         refilled = now
                         allowance += gained
                         tokens = min(burst, tokens + gained)
-                        if tokens < piece:
-                            time.sleep((piece - tokens) / rate)
+                        # Wake for half a bucket at a time, and send all the bucket holds,
+                        # so that a late wake-up (a busy machine) is made up, not lost.
+                        wanted = min(size - pos, self.burst // 2)
+                        if tokens < wanted:
+                            time.sleep((wanted - tokens) / rate)
                             continue
+                        piece = min(size - pos, int(tokens))
                         tokens -= piece
                     released += piece
                     excess = max(excess, released - allowance)
