@@ -4,10 +4,18 @@ Keys come from a shared secret, a PEM public key file and a JWKS document, any o
 at once. The token's `alg` picks the key family and its `kid` the key: an HMAC token only
 ever meets the secret, and `none` is never accepted. Every failure is an `InvalidToken`
 with a fixed detail of ours, so no token text or library message reaches a response.
+
+Before any signature check, `parse_compact` reads the token strictly (RFC 7515, 7519,
+8725): at most 8 KiB, three parts of canonical base64url, header and claims each one JSON
+object of UTF-8 text with no repeated member name, no NaN or Infinity, no lone surrogate.
+The header may not carry or point to a key (`jku`, `jwk`, `x5u`, `x5c`: keys come from the
+configuration alone), name critical extensions (`crit`, `b64`: none is understood here) or
+declare its payload another content type (`cty`, a nested JWT among them).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -46,11 +54,19 @@ READ_PERMISSIONS = frozenset({"model:read", "organization:viewer"})
 REFETCH_INTERVAL_S = 30.0
 FETCH_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 1 << 20
-MAX_TOKEN_CHARS = 16 * 1024
+# Checked before any decoding: a longer credential costs nothing but a length check.
+MAX_TOKEN_CHARS = 8 * 1024
 MIN_SECRET_BYTES = 14  # under 112 bits joserfc warns, and the key is guessable
 MIN_RSA_BITS = 2048
+# exp, nbf and iat: numbers from 0 to 9999-12-31T23:59:59Z, the last instant RFC 3339 can
+# write; 1e300 would be a token that never expires.
+MAX_TIME = 253_402_300_799
+# Header parameters refused outright: a key or a key's address inside the token itself
+# (keys come from the configuration alone), extensions we would have to understand, and
+# a payload declared as something other than a claims set (a nested JWT, say).
+REFUSED_HEADER_PARAMETERS = frozenset({"jku", "jwk", "x5u", "x5c", "crit", "b64", "cty"})
 
-_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _FETCH_ERRORS = (OSError, ValueError, RecursionError, http.client.HTTPException)
 _KEY_CLASSES: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]]
 _KEY_CLASSES = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
@@ -146,27 +162,19 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         """Verify the raw `Authorization` header value; raise `MissingToken`/`InvalidToken`."""
         token = _bearer_credential(authorization)
-        try:
-            obj = jws.extract_compact(token.encode("ascii"), registry=self._registry)
-            header = obj.headers()
-            if not isinstance(header, dict):
-                raise ValueError("the header is not an object")
-            self._registry.check_header(header)
-        except (JoseError, ValueError, TypeError, RecursionError):
-            raise errors.InvalidToken("The token is malformed.") from None
+        header, claims = parse_compact(token)
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise errors.InvalidToken("The token's signing algorithm is not accepted.")
-        if "b64" in header or not isinstance(kid, str | None):
+        if not REFUSED_HEADER_PARAMETERS.isdisjoint(header) or not isinstance(kid, str | None):
             raise errors.InvalidToken("The token is malformed.")
+        try:
+            obj = jws.extract_compact(token.encode("ascii"), registry=self._registry)
+            self._registry.check_header(header)
+        except (JoseError, ValueError, TypeError, RecursionError):
+            raise errors.InvalidToken("The token is malformed.") from None
         if not await self._verify(obj, alg, kid):
             raise errors.InvalidToken("The token's signature is invalid.")
-        try:
-            claims = json.loads(obj.payload)
-        except (ValueError, RecursionError):
-            claims = None
-        if not isinstance(claims, dict):
-            raise errors.InvalidToken("The token's claims are malformed.")
         return self._principal(claims, time.time())
 
     async def _verify(self, obj: CompactSignature, alg: str, kid: str | None) -> bool:
@@ -264,23 +272,81 @@ def issue_token(
     return jwt.encode({"alg": algorithm}, claims, _secret_key(secret), algorithms=[algorithm])
 
 
+def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of a compact JWS, read strictly; the signature is not checked.
+
+    Raises `InvalidToken` for a token longer than `MAX_TOKEN_CHARS` (before any decoding),
+    not three parts of canonical unpadded base64url, or whose header or claims are not a
+    JSON object of UTF-8 text without repeated member names, NaN, Infinity or lone
+    surrogates (RFC 7519 sections 4 and 7.2, RFC 8725 section 3.7).
+    """
+    malformed = errors.InvalidToken("The token is malformed.")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise malformed
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_BASE64URL.fullmatch(part) for part in parts):
+        raise malformed
+    encoded_header, encoded_claims, signature = parts
+    header = _json_object(_base64url(encoded_header))
+    if header is None or _base64url(signature) is None:
+        raise malformed
+    claims = _json_object(_base64url(encoded_claims))
+    if claims is None:
+        raise errors.InvalidToken("The token's claims are malformed.")
+    return header, claims
+
+
+def _base64url(text: str) -> bytes | None:
+    """Decode unpadded base64url, refusing the non-canonical (stray bits in the last char)."""
+    if len(text) % 4 == 1:
+        return None
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return data if base64.urlsafe_b64encode(data).rstrip(b"=") == text.encode() else None
+
+
+def _json_object(data: bytes | None) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        # Text first: json.loads would take UTF-16 or UTF-32 bytes, guessing the encoding.
+        value = json.loads(
+            data.decode("utf-8"), object_pairs_hook=_unique_names, parse_constant=_no_constant
+        )
+        # A lone surrogate ("\ud800") is valid JSON but no UTF-8: it breaks the access log.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError among them
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7519 section 4 lets a parser keep the last of repeated names; one that kept the
+    # first would read another token. Refuse them at every depth.
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("repeated member name")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _bearer_credential(authorization: str | None) -> str:
     scheme, _, credential = (authorization or "").strip().partition(" ")
     credential = credential.strip()
     # RFC 7235: the scheme is case-insensitive; another scheme counts as no credential.
     if scheme.lower() != "bearer" or not credential:
         raise errors.MissingToken()
-    if len(credential) > MAX_TOKEN_CHARS or not _COMPACT_JWS.fullmatch(credential):
-        raise errors.InvalidToken("The token is malformed.")
     return credential
 
 
 def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
-    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
-    if exp is None:
+    if "exp" not in claims:
         raise errors.InvalidToken("The token has no expiry time.")
-    if not all(_is_time(value) for value in (exp, nbf, iat) if value is not None):
+    if not all(_is_time(claims[name]) for name in ("exp", "nbf", "iat") if name in claims):
         raise errors.InvalidToken("The token's claims are malformed.")
+    exp, nbf, iat = claims["exp"], claims.get("nbf"), claims.get("iat")
     if now >= exp + leeway:
         raise errors.InvalidToken("The token has expired.")
     if nbf is not None and now + leeway < nbf:
@@ -290,7 +356,9 @@ def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_TIME
 
 
 def _secret_key(secret: str) -> OctKey:

@@ -22,6 +22,7 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.observe import Observe
 from streamer.protocol import GuardedHttpToolsProtocol
+from streamer.storage import Store
 from tests.dataset import ORG, put_run, seed
 from tests.emulators import (
     BUCKET,
@@ -142,15 +143,17 @@ def serve_in_thread(
     settings: Settings,
     wrap: Callable[[Observe], Any] | None = None,
     http: type[asyncio.Protocol] = GuardedHttpToolsProtocol,
+    store: Store | None = None,
 ) -> Generator[Running, None, None]:
     """streamer under uvicorn, in a thread of this process, on a real loopback socket,
     with the HTTP protocol `serve` uses (or `http`).
 
-    `wrap` may put ASGI middleware (a recorder, say) around the app.
+    `wrap` may put ASGI middleware (a recorder, say) around the app; `store` replaces the
+    one that the settings name (a store that records its calls, say).
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = Streamer(settings)
+    app = Streamer(settings, store)
     served = Observe(app) if wrap is None else wrap(Observe(app))
     config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on", http=http)
     server = _Server(config)
@@ -228,6 +231,7 @@ class JWKSServer:
     # When set, requests wait for it before answering (a fetch held open on demand).
     gate: threading.Event | None = None
     hits: int = 0
+    paths: list[str] = field(default_factory=list)  # the path of each request
     arrived: threading.Event = field(default_factory=threading.Event)  # set at each request
 
 
@@ -239,6 +243,7 @@ def jwks_server() -> Iterator[JWKSServer]:
         def do_GET(self) -> None:
             server = state[0]
             server.hits += 1
+            server.paths.append(self.path)
             server.arrived.set()
             if server.gate is not None:
                 server.gate.wait(30)

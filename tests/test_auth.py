@@ -8,12 +8,15 @@ import hmac
 import json
 import threading
 import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -22,9 +25,19 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
 from streamer import errors
-from streamer.auth import Authenticator, Principal, authorize, issue_token
+from streamer.auth import (
+    MAX_TIME,
+    MAX_TOKEN_CHARS,
+    Authenticator,
+    Principal,
+    authorize,
+    issue_token,
+    parse_compact,
+)
 from streamer.config import ConfigError, Settings
-from tests.conftest import JWKSServer
+from tests.conftest import JWKSServer, Running, serve_in_thread
+from tests.dataset import LOG_A2, seed
+from tests.test_catalog import SpyStore
 
 SECRET = "a-test-secret-that-is-32-bytes!!"
 ORG = "org-acme"
@@ -109,6 +122,18 @@ def raw_token(header: dict[str, Any], payload: dict[str, Any], hmac_key: bytes |
     if hmac_key is not None:
         signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+def forge(header: bytes, payload: bytes, key: bytes = SECRET.encode()) -> str:
+    """Header and claims given as the exact bytes to sign with HMAC-SHA256 (the real secret
+    by default), as an attacker who holds a signing key, or guesses one, would send them."""
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def claims_json(**changes: Any) -> bytes:
+    return json.dumps(claims(**changes)).encode()
 
 
 def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
@@ -675,3 +700,329 @@ def test_issue_token_is_hmac_only() -> None:
         issue_token(SECRET, "alice", ORG, [], algorithm="RS256")
     with pytest.raises(ConfigError):
         issue_token("short", "alice", ORG, [])
+
+
+# Attacks: each token below is signed with the server's real secret unless said otherwise,
+# and each is refused with 401 invalid_token.
+
+HS256_HEADER = b'{"alg":"HS256","typ":"JWT"}'
+MALFORMED = "The token is malformed."
+CLAIMS_MALFORMED = "The token's claims are malformed."
+ALG_REFUSED = "The token's signing algorithm is not accepted."
+BAD_SIGNATURE = "The token's signature is invalid."
+
+
+@pytest.mark.anyio
+async def test_forge_makes_tokens_the_server_accepts() -> None:
+    """The attacks below would pass but for the one thing each of them changes."""
+    assert await authenticate(hmac_auth(), forge(HS256_HEADER, claims_json()))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+async def test_claims_not_in_utf8(encoding: str) -> None:
+    """json.loads takes bytes in any UTF and guesses; RFC 8725 section 3.7 admits UTF-8 only."""
+    payload = json.dumps(claims()).encode(encoding)
+    assert json.loads(payload) == claims() | {"iat": json.loads(payload)["iat"]}
+    await reject(hmac_auth(), f"Bearer {forge(HS256_HEADER, payload)}", CLAIMS_MALFORMED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+async def test_header_not_in_utf8(encoding: str) -> None:
+    header = HS256_HEADER.decode().encode(encoding)
+    await reject(hmac_auth(), f"Bearer {forge(header, claims_json())}", MALFORMED)
+
+
+@pytest.mark.anyio
+async def test_utf8_byte_order_mark_is_refused() -> None:
+    bom = b"\xef\xbb\xbf"
+    await reject(hmac_auth(), f"Bearer {forge(HS256_HEADER, bom + claims_json())}")
+    await reject(hmac_auth(), f"Bearer {forge(bom + HS256_HEADER, claims_json())}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # The expired exp first: a parser that keeps the last name reads a valid token.
+        b'{"sub":"alice","org_id":"org-acme","permissions":["model:read"],"exp":1000,"exp":%d}',
+        # Another tenant's org_id first, the caller's last.
+        b'{"sub":"alice","org_id":"org-other","permissions":["model:read"],"exp":%d,'
+        b'"org_id":"org-acme"}',
+        b'{"sub":"mallory","sub":"alice","org_id":"org-acme","permissions":["model:read"],'
+        b'"exp":%d}',
+        # A repeated name anywhere, however deep, and whatever the values.
+        b'{"sub":"alice","org_id":"org-acme","permissions":["model:read"],"exp":%d,'
+        b'"x":[{"a":1,"a":1}]}',
+    ],
+)
+async def test_repeated_claim_names(payload: bytes) -> None:
+    forged = forge(HS256_HEADER, payload % (int(time.time()) + 3600))
+    await reject(hmac_auth(), f"Bearer {forged}", CLAIMS_MALFORMED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"none","alg":"HS256"}',
+        b'{"alg":"HS256","alg":"HS256"}',
+        b'{"alg":"HS256","kid":"a","kid":"b"}',
+    ],
+)
+async def test_repeated_header_names(header: bytes) -> None:
+    await reject(hmac_auth(), f"Bearer {forge(header, claims_json())}", MALFORMED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cty", ["JWT", "jwt", "application/jwt", "json"])
+async def test_a_payload_declared_as_another_content_type(cty: str) -> None:
+    """A nested token (cty JWT) must never be taken as the claims it wraps, or its own."""
+    header = json.dumps({"alg": "HS256", "cty": cty}).encode()
+    await reject(hmac_auth(), f"Bearer {forge(header, claims_json())}", MALFORMED)
+
+
+@pytest.mark.anyio
+async def test_nested_jwt() -> None:
+    inner = issue_token(SECRET, "alice", ORG, ["model:read"])
+    outer = forge(b'{"alg":"HS256","cty":"JWT"}', inner.encode())
+    await reject(hmac_auth(), f"Bearer {outer}")
+    # Without cty, the payload is a token's text, not a claims object.
+    await reject(hmac_auth(), f"Bearer {forge(HS256_HEADER, inner.encode())}", CLAIMS_MALFORMED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"1e300",
+        b"1e400",  # json.loads makes it float("inf")
+        b"NaN",
+        b"Infinity",
+        b"-Infinity",
+        b'"9999999999"',
+        b'"1e300"',
+        b"true",
+        b"null",
+        b"[9999999999]",
+        b"-1",
+        str(MAX_TIME + 1).encode(),
+        b"9" * 5000,  # beyond Python's int-from-text limit
+    ],
+)
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_times_that_are_not_sane_numbers(claim: str, value: bytes) -> None:
+    base = {name: v for name, v in claims().items() if name != claim}
+    payload = json.dumps(base).encode()[:-1] + b', "' + claim.encode() + b'": ' + value + b"}"
+    await reject(hmac_auth(), f"Bearer {forge(HS256_HEADER, payload)}")
+
+
+@pytest.mark.anyio
+async def test_times_at_the_bounds() -> None:
+    assert await authenticate(hmac_auth(), forge(HS256_HEADER, claims_json(exp=MAX_TIME)))
+    assert await authenticate(hmac_auth(), forge(HS256_HEADER, claims_json(nbf=0, iat=0.5)))
+    assert await authenticate(hmac_auth(), forge(HS256_HEADER, claims_json(exp=1e10 + 0.25)))
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_in_the_claims() -> None:
+    payload = claims_json().replace(b'"alice"', b'"al\\ud800ice"')
+    await reject(hmac_auth(), f"Bearer {forge(HS256_HEADER, payload)}", CLAIMS_MALFORMED)
+    paired = claims_json().replace(b'"alice"', b'"al\\ud83d\\ude00ice"')
+    assert (await authenticate(hmac_auth(), forge(HS256_HEADER, paired))).subject == "al😀ice"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("alg", ["hs256", "Hs256", "HS256 ", " HS256", "HS256\x00", "None", "nOnE"])
+async def test_alg_is_matched_exactly(alg: str) -> None:
+    header = json.dumps({"alg": alg}).encode()
+    await reject(hmac_auth(), f"Bearer {forge(header, claims_json())}", ALG_REFUSED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kid", "key"),
+    [
+        ("../../../../../../dev/null", b""),  # the key a server that opened kid would read
+        ("/proc/self/environ", b""),
+        ("..\\..\\windows\\win.ini", b""),
+        ("x' UNION SELECT 'attacker-key' --", b"attacker-key"),
+        ("1; DROP TABLE keys; --", b""),
+        ("k1\x00", b""),
+    ],
+)
+async def test_kid_is_only_a_lookup_key(jwks_server: JWKSServer, kid: str, key: bytes) -> None:
+    """kid never names a file or a query: a token signed with what such a lookup would
+    find is a bad signature, and an unknown kid only refetches the configured JWKS."""
+    forged = forge(json.dumps({"alg": "HS256", "kid": kid}).encode(), claims_json(), key)
+    await reject(hmac_auth(), f"Bearer {forged}", BAD_SIGNATURE)
+    jwks_server.document = jwks_bytes(jwk("rsa", "k1"))
+    auth = Authenticator(Settings(jwks_url=jwks_server.url), clock=FakeClock())
+    await auth.start()
+    await reject(auth, f"Bearer {sign(claims(), signing_key('rsa-other'), 'RS256', kid=kid)}")
+    assert jwks_server.hits == 2  # the one refetch, of the configured URL
+    assert jwks_server.paths == ["/jwks.json", "/jwks.json"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        {"jku": "http://127.0.0.1:9/jwks.json"},
+        {"x5u": "http://127.0.0.1:9/cert.pem"},
+        {"jwk": {"kty": "oct", "k": b64(SECRET.encode())}},
+        {"x5c": ["MIIB"]},
+        {"crit": ["exp2"], "exp2": 1},
+        {"crit": []},
+        {"crit": ["b64"], "b64": False},
+    ],
+)
+async def test_header_parameters_that_are_never_trusted(parameter: dict[str, Any]) -> None:
+    """Keys come from the configuration only, and no extension is understood (RFC 7515
+    section 4.1.11): such tokens are refused even when the signature holds."""
+    header = json.dumps({"alg": "HS256", **parameter}).encode()
+    await reject(hmac_auth(), f"Bearer {forge(header, claims_json())}", MALFORMED)
+
+
+@pytest.mark.anyio
+async def test_a_key_carried_in_the_token_is_not_used(tmp_path: Path) -> None:
+    """An RS256 token signed by the attacker's key and carrying that key as `jwk`."""
+    auth = Authenticator(Settings(jwt_public_key_file=write(tmp_path, "k", public_pem("rsa"))))
+    attacker = signing_key("rsa-other")
+    header = {"alg": "RS256", "jwk": dict(attacker.as_dict(private=False))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        forged = jwt.encode(header, claims(), attacker, algorithms=["RS256"])
+    await reject(auth, f"Bearer {forged}", MALFORMED)
+
+
+@pytest.mark.anyio
+async def test_rsa_public_key_as_the_hmac_secret_with_both_configured(tmp_path: Path) -> None:
+    """Algorithm confusion: the PEM (and its DER) used as an HS256 key, with the server
+    holding a secret too, so HS256 is an accepted algorithm."""
+    pem = public_pem("rsa")
+    der = serialization.load_pem_public_key(pem).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    auth = Authenticator(Settings(jwt_public_key_file=write(tmp_path, "k", pem), jwt_secret=SECRET))
+    for key in (pem, pem.strip(), der):
+        forged = forge(HS256_HEADER, claims_json(), key)
+        await reject(auth, f"Bearer {forged}", BAD_SIGNATURE)
+
+
+@pytest.mark.anyio
+async def test_token_length_is_capped_before_decoding() -> None:
+    def padded(size: int) -> str:
+        return forge(HS256_HEADER, claims_json(pad="p" * size))
+
+    size = (MAX_TOKEN_CHARS - len(padded(0))) * 3 // 4
+    fits = padded(size)
+    assert MAX_TOKEN_CHARS - 4 < len(fits) <= MAX_TOKEN_CHARS  # base64 grows 4 chars at a time
+    assert await authenticate(hmac_auth(), fits)
+    over = padded(size + 3)
+    assert len(over) == len(fits) + 4
+    await reject(hmac_auth(), f"Bearer {over}", MALFORMED)
+    megabyte = forge(HS256_HEADER, claims_json(pad="p" * (1 << 20)))
+    await reject(hmac_auth(), f"Bearer {megabyte}", MALFORMED)
+    # Not even split: a megabyte of dots is refused by its length alone.
+    with pytest.raises(errors.InvalidToken):
+        parse_compact("." * (1 << 20))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "e30.e30.",  # "{}" and "{}": a header without alg is refused later, not here
+    ],
+)
+def test_parse_compact_reads_objects(token: str) -> None:
+    assert parse_compact(token) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "e30=.e30.",  # padding
+        "e30.e30=.",
+        "e30.e30.A",  # a length no base64 has
+        "e31.e30.",  # stray bits in the last character: "e30" is the canonical "{}"
+        "e30.e30.AB",  # likewise in the signature
+        "e30 .e30.",
+        "e30.e30",
+        "e30.e30.e30.e30",
+        ".e30.",
+        "e30..",
+        "e3+.e30.",
+        "e3/.e30.",
+    ],
+)
+def test_parse_compact_refuses_loose_base64url(token: str) -> None:
+    with pytest.raises(errors.InvalidToken):
+        parse_compact(token)
+
+
+def test_attacks_over_a_real_socket_never_reach_the_store(tmp_path: Path) -> None:
+    """The server holds a secret and an RSA public key; every attack is a 401 problem (or
+    the protocol's 431 for a head over 64 KiB), and the store is never asked anything."""
+    url = f"memory://attacks-{uuid.uuid4().hex}"
+    seed(url)
+    spy = SpyStore.from_url(url)
+    assert isinstance(spy, SpyStore)
+    pem = public_pem("rsa")
+    settings = Settings(
+        storage_url=url, jwt_secret=SECRET, jwt_public_key_file=write(tmp_path, "k", pem)
+    )
+    future = int(time.time()) + 3600
+    valid = b'{"sub":"alice","org_id":"org-acme","permissions":["model:read"],"exp":%d'
+    attacks = {
+        "claims in UTF-16": forge(HS256_HEADER, claims_json().decode().encode("utf-16")),
+        "claims in UTF-32": forge(HS256_HEADER, claims_json().decode().encode("utf-32")),
+        "header in UTF-16": forge(HS256_HEADER.decode().encode("utf-16"), claims_json()),
+        "cty JWT": forge(b'{"alg":"HS256","cty":"JWT"}', claims_json()),
+        "exp twice": forge(HS256_HEADER, valid % 1000 + b',"exp":%d}' % future),
+        "org_id twice": forge(
+            HS256_HEADER, b'{"org_id":"org-other",' + (valid % future)[1:] + b"}"
+        ),
+        "exp 1e300": forge(HS256_HEADER, claims_json(exp=1e300)),
+        "exp a string": forge(HS256_HEADER, claims_json(exp=str(future))),
+        "nbf NaN": forge(HS256_HEADER, claims_json()[:-1] + b', "nbf": NaN}'),
+        "alg hs256": forge(b'{"alg":"hs256"}', claims_json()),
+        "alg nOnE": raw_token({"alg": "nOnE"}, claims(), None),
+        "jku": forge(b'{"alg":"HS256","jku":"http://127.0.0.1:9/k"}', claims_json()),
+        "x5u": forge(b'{"alg":"HS256","x5u":"http://127.0.0.1:9/c"}', claims_json()),
+        "jwk": forge(b'{"alg":"HS256","jwk":{"kty":"oct","k":"AA"}}', claims_json()),
+        "x5c": forge(b'{"alg":"HS256","x5c":["MIIB"]}', claims_json()),
+        "crit": forge(b'{"alg":"HS256","crit":["exp2"],"exp2":1}', claims_json()),
+        "kid traversal": forge(b'{"alg":"HS256","kid":"../../../dev/null"}', claims_json(), b""),
+        "kid SQL": forge(b'{"alg":"HS256","kid":"\' OR \'1\'=\'1"}', claims_json(), b"1"),
+        "RS256 key as HS256": forge(HS256_HEADER, claims_json(), pem),
+        "60 KiB": forge(HS256_HEADER, claims_json(pad="p" * 45_000)),
+    }
+    try:
+        check_attacks(serve_in_thread(settings, store=spy), spy, attacks)
+    finally:
+        spy.fs.rm(spy.root, recursive=True)
+
+
+def check_attacks(server: Iterator[Running], spy: SpyStore, attacks: dict[str, str]) -> None:
+    for running in server:
+        download = running.url + "/api/v1/models/mdl-alpha/training-metrics/logs/download"
+        with httpx.Client(timeout=30) as client:
+            for name, token in attacks.items():
+                response = client.get(download, headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == 401, name
+                assert response.headers["content-type"] == "application/problem+json", name
+                assert response.json()["code"] == "invalid_token", name
+                assert response.headers["www-authenticate"].endswith('error="invalid_token"')
+                assert token.split(".")[1][:20] not in response.text, name
+            megabyte = forge(HS256_HEADER, claims_json(pad="p" * (1 << 20)))
+            response = client.get(download, headers={"Authorization": f"Bearer {megabyte}"})
+            assert response.status_code == 431
+            assert response.headers["content-type"] == "application/problem+json"
+            assert spy.calls == []
+            good = forge(HS256_HEADER, claims_json())
+            response = client.get(download, headers={"Authorization": f"Bearer {good}"})
+            assert response.status_code == 200
+            assert response.content == LOG_A2
+            assert spy.calls != []
