@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,10 @@ FETCH_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 1 << 20
 # Checked before any decoding: a longer credential costs nothing but a length check.
 MAX_TOKEN_CHARS = 8 * 1024
-MIN_SECRET_BYTES = 14  # under 112 bits joserfc warns, and the key is guessable
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash. The secret is used as
+# its UTF-8 bytes; with no STREAMER_JWT_ALGORITHMS it serves the HS algorithms it is long
+# enough for.
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 MIN_RSA_BITS = 2048
 # exp, nbf and iat: numbers from 0 to 9999-12-31T23:59:59Z, the last instant RFC 3339 can
 # write; 1e300 would be a token that never expires.
@@ -120,7 +123,7 @@ class Authenticator:
             raise ConfigError(f"STREAMER_JWT_ALGORITHMS: unsupported algorithm {alg}")
         static: dict[str, _Verifier] = {}
         if settings.jwt_secret is not None:
-            static["STREAMER_JWT_SECRET"] = _Verifier(_secret_key(settings.jwt_secret), HMAC)
+            static["STREAMER_JWT_SECRET"] = _secret_verifier(settings.jwt_secret, explicit)
         if settings.jwt_public_key_file is not None:
             static["STREAMER_JWT_PUBLIC_KEY_FILE"] = _pem_verifier(settings.jwt_public_key_file)
         jwks_algorithms = ASYMMETRIC if settings.jwks_url else frozenset()
@@ -269,7 +272,8 @@ def issue_token(
     claims |= {permissions_claim: list(permissions), "exp": issued + ttl_s}
     claims |= {"iss": issuer} if issuer is not None else {}
     claims |= {"aud": audience} if audience is not None else {}
-    return jwt.encode({"alg": algorithm}, claims, _secret_key(secret), algorithms=[algorithm])
+    key = _secret_key(secret, {algorithm})
+    return jwt.encode({"alg": algorithm}, claims, key, algorithms=[algorithm])
 
 
 def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -361,10 +365,26 @@ def _is_time(value: object) -> bool:
     return math.isfinite(value) and 0 <= value <= MAX_TIME
 
 
-def _secret_key(secret: str) -> OctKey:
+def _secret_verifier(secret: str, explicit: frozenset[str]) -> _Verifier:
+    """The secret's verifier: for the listed HS algorithms, or those it is long enough for."""
+    if explicit:
+        algorithms = explicit & HMAC
+    else:
+        size = len(secret.encode("utf-8"))
+        algorithms = frozenset(alg for alg in HMAC if size >= MIN_SECRET_BYTES[alg])
+    # None long enough: HS256 names the shortest length that would do.
+    return _Verifier(_secret_key(secret, algorithms or {"HS256"}), algorithms)
+
+
+def _secret_key(secret: str, algorithms: Iterable[str]) -> OctKey:
+    """The secret as a key; `ConfigError` if it is too short for one of `algorithms`."""
     raw = secret.encode("utf-8")
-    if len(raw) < MIN_SECRET_BYTES:
-        raise ConfigError(f"STREAMER_JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes long")
+    for alg in sorted(algorithms, key=MIN_SECRET_BYTES.__getitem__, reverse=True):
+        if len(raw) < MIN_SECRET_BYTES[alg]:
+            raise ConfigError(
+                f"STREAMER_JWT_SECRET: {len(raw)} bytes is too short for {alg}, which needs"
+                f" at least {MIN_SECRET_BYTES[alg]} (RFC 7518 section 3.2)"
+            )
     try:
         return OctKey.import_key(raw)
     except ValueError:

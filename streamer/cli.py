@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .auth import Authenticator, issue_token
+from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
 from .storage import Store, StoreUnreachable
 
@@ -112,19 +112,25 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_secret(path: Path) -> str:
+    """The demo's secret, kept in `path`; made anew when missing or too short for HS512."""
+    secret = path.read_text().strip() if path.exists() else ""
+    if len(secret.encode()) < MIN_SECRET_BYTES["HS512"]:
+        secret = secrets.token_urlsafe(48)  # 64 characters
+        path.write_text(secret)
+        path.chmod(0o600)
+    return secret
+
+
 def _demo(args: argparse.Namespace, flags: dict[str, str | None]) -> int:
     from . import demo
 
     root = Path(args.dir).resolve()
     print(f"seeding demo store in {root} ...", file=sys.stderr)
     demo.seed(root)
-    secret_file = root / ".jwt-secret"
     secret = os.environ.get(ENV_PREFIX + "JWT_SECRET")
     if not secret:
-        if not secret_file.exists():
-            secret_file.write_text(secrets.token_urlsafe(32))
-            secret_file.chmod(0o600)
-        secret = secret_file.read_text().strip()
+        secret = demo_secret(root / ".jwt-secret")
         os.environ[ENV_PREFIX + "JWT_SECRET"] = secret
     flags = {**flags, "storage_url": str(root)}
     try:

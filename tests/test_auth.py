@@ -40,6 +40,7 @@ from tests.dataset import LOG_A2, seed
 from tests.test_catalog import SpyStore
 
 SECRET = "a-test-secret-that-is-32-bytes!!"
+LONG_SECRET = SECRET * 2  # 64 bytes: long enough for HS512
 ORG = "org-acme"
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -235,8 +236,8 @@ async def test_signed_payload_that_is_not_a_claims_object() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
 async def test_hmac_tokens(alg: str) -> None:
-    token = issue_token(SECRET, "alice", ORG, ["model:read", "x"], algorithm=alg)
-    principal = await authenticate(hmac_auth(), token)
+    token = issue_token(LONG_SECRET, "alice", ORG, ["model:read", "x"], algorithm=alg)
+    principal = await authenticate(Authenticator(Settings(jwt_secret=LONG_SECRET)), token)
     assert principal == Principal("alice", ORG, frozenset({"model:read", "x"}))
 
 
@@ -263,13 +264,13 @@ async def test_alg_none_is_rejected() -> None:
 
 @pytest.mark.anyio
 async def test_algorithm_outside_the_allow_list() -> None:
-    auth = hmac_auth(jwt_algorithms=("HS512",))
+    auth = Authenticator(Settings(jwt_secret=LONG_SECRET, jwt_algorithms=("HS512",)))
     await reject(
         auth,
-        f"Bearer {issue_token(SECRET, 'alice', ORG, ['model:read'])}",
+        f"Bearer {issue_token(LONG_SECRET, 'alice', ORG, ['model:read'])}",
         "The token's signing algorithm is not accepted.",
     )
-    assert await authenticate(auth, issue_token(SECRET, "a", ORG, [], algorithm="HS512"))
+    assert await authenticate(auth, issue_token(LONG_SECRET, "a", ORG, [], algorithm="HS512"))
 
 
 @pytest.mark.anyio
@@ -693,6 +694,54 @@ def test_unusable_key_files(tmp_path: Path) -> None:
             Authenticator(Settings(jwt_public_key_file=write(tmp_path, "key.pem", data)))
     with pytest.raises(ConfigError, match="not a public key"):
         Authenticator(Settings(jwt_secret=public_pem("rsa").decode()))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("size", "served"),
+    [(32, {"HS256"}), (47, {"HS256"}), (48, {"HS256", "HS384"}), (64, {"HS256", "HS384", "HS512"})],
+)
+async def test_secret_serves_the_hmac_algorithms_it_is_long_enough_for(
+    size: int, served: set[str]
+) -> None:
+    """RFC 7518 section 3.2: a key at least as long as the hash (32, 48, 64 bytes)."""
+    secret = "s" * size
+    auth = Authenticator(Settings(jwt_secret=secret))
+    for alg in ["HS256", "HS384", "HS512"]:
+        token = forge(json.dumps({"alg": alg}).encode(), claims_json(), secret.encode())
+        if alg == "HS256":
+            assert await authenticate(auth, token)
+        else:  # forge signs with SHA-256 whatever the header says: only acceptance matters
+            detail = BAD_SIGNATURE if alg in served else ALG_REFUSED
+            await reject(auth, f"Bearer {token}", detail)
+
+
+@pytest.mark.parametrize(
+    ("secret", "algorithms", "message"),
+    [
+        ("s" * 14, None, "14 bytes is too short for HS256, which needs at least 32"),
+        ("s" * 31, None, "31 bytes is too short for HS256"),
+        ("é" * 15, None, "30 bytes is too short for HS256"),  # bytes, not characters
+        ("s" * 40, ("HS512",), "40 bytes is too short for HS512, which needs at least 64"),
+        ("s" * 40, ("HS256", "HS512"), "too short for HS512"),
+        ("s" * 50, ("HS384", "HS512"), "too short for HS512"),
+        ("s" * 47, ("HS384",), "too short for HS384, which needs at least 48"),
+    ],
+)
+def test_secret_too_short_for_its_algorithms(
+    secret: str, algorithms: tuple[str, ...] | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        Authenticator(Settings(jwt_secret=secret, jwt_algorithms=algorithms))
+    assert str(caught.value).startswith("STREAMER_JWT_SECRET: ")
+    assert "\n" not in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+def test_issue_token_refuses_a_secret_too_short_for_its_algorithm() -> None:
+    assert issue_token("s" * 48, "alice", ORG, [], algorithm="HS384")
+    with pytest.raises(ConfigError, match="too short for HS512"):
+        issue_token("s" * 63, "alice", ORG, [], algorithm="HS512")
 
 
 def test_issue_token_is_hmac_only() -> None:

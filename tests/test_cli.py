@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from streamer.auth import Authenticator
+from streamer.cli import demo_secret
 from streamer.config import Settings
 from streamer.demo import training_log
 from tests.conftest import SECRET, ServerProcess, TokenFactory
@@ -69,6 +70,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             "none",
         ),
         ([], {"STREAMER_STORAGE_URL": "foo://bucket", "STREAMER_JWT_SECRET": SECRET}, "foo"),
+        (
+            [],
+            {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_SECRET": "fourteen-bytes"},
+            "STREAMER_JWT_SECRET: 14 bytes is too short for HS256, which needs at least 32",
+        ),
+        (
+            ["--jwt-algorithms", "HS256,HS512"],
+            {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_SECRET": "s" * 40},
+            "STREAMER_JWT_SECRET: 40 bytes is too short for HS512, which needs at least 64",
+        ),
         (
             ["--host", "not a host!"],
             {"STREAMER_STORAGE_URL": "{store}", "STREAMER_JWT_SECRET": SECRET},
@@ -131,6 +142,28 @@ async def test_token_command_prints_a_verifiable_token() -> None:
     )
     assert (principal.subject, principal.organization) == ("bob", "org-x")
     assert "model:read" in principal.permissions
+
+
+def test_token_command_refuses_a_secret_too_short_for_its_algorithm() -> None:
+    result = run_cli("token", "--sub", "b", "--org", "o", "--alg", "HS512", "--secret", SECRET)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"streamer: STREAMER_JWT_SECRET: {len(SECRET)} bytes is too short for HS512,"
+        " which needs at least 64 (RFC 7518 section 3.2)"
+    ]
+
+
+def test_demo_secret_is_long_enough_for_every_hmac_algorithm(tmp_path: Path) -> None:
+    path = tmp_path / ".jwt-secret"
+    made = demo_secret(path)
+    assert len(made.encode()) >= 64
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert demo_secret(path) == made  # kept
+    Authenticator(Settings(jwt_secret=made, jwt_algorithms=("HS256", "HS384", "HS512")))
+    path.write_text("a-short-secret-of-an-earlier-version-43-chars")
+    remade = demo_secret(path)
+    assert len(remade.encode()) >= 64
+    assert path.read_text() == remade
 
 
 def test_token_without_secret_fails() -> None:
