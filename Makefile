@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: venv run test lint bench image clean tools
+.PHONY: venv run test lint bench image clean tools sanitize fuzz
 
 # The C file too: `pip install -e` builds streamer/_speedups in place, and must again when
 # it changes.
@@ -40,8 +40,46 @@ tools:
 		|| echo "warning: apt-get could not install:$$missing" >&2; \
 	fi
 
-test: $(STAMP) lint tools
+test: $(STAMP) lint tools sanitize
 	$(BIN)/pytest
+
+# The native encoder under AddressSanitizer and UndefinedBehaviorSanitizer, built into its
+# own folder (the installed streamer/_speedups stays as it is) and fuzzed against the
+# pure-Python reference (tests/fuzz/encoder.py) with atheris. The object is linked without
+# an ASan runtime: the one preloaded is atheris's (LLVM's), because gcc's own libasan would
+# take the coverage hooks that guide libFuzzer (ASAN_RUNTIME="$$(gcc -print-file-name=libasan.so)"
+# works too, unguided). UBSan reports through gcc's libubsan and aborts on the first error.
+# CPython leaks by design (detect_leaks=0); PYTHONMALLOC=malloc lets ASan see every object.
+# `make sanitize` is the short run of `make test` (the corpus in the repository is read, new
+# finds go to build/); `make fuzz` runs FUZZ_SECONDS and grows tests/fuzz/corpus. A failing
+# input is written to tests/fuzz/regressions/, which tests/test_fuzz.py replays.
+SANITIZE_DIR := build/sanitize
+SANITIZED := $(SANITIZE_DIR)/_speedups.so
+SANITIZE_SECONDS ?= 20
+FUZZ_SECONDS ?= 600
+ASAN_RUNTIME ?= $$($(BIN)/python -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so
+SANITIZER_ENV = LD_PRELOAD="$(ASAN_RUNTIME)" PYTHONMALLOC=malloc \
+	ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=64:handle_sigill=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+FUZZ = $(SANITIZER_ENV) $(BIN)/python -m tests.fuzz.encoder --native $(SANITIZED) \
+	-artifact_prefix=tests/fuzz/regressions/ -print_final_stats=1 -use_value_profile=1
+
+$(SANITIZED): streamer/_speedups.c $(STAMP)
+	@command -v gcc >/dev/null && [ -e "$$(gcc -print-file-name=libubsan.so)" ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; }
+	mkdir -p $(SANITIZE_DIR)
+	gcc -c -fPIC -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer -fsanitize-coverage=trace-cmp -Wall -Wextra -Werror \
+		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+		streamer/_speedups.c -o $(SANITIZE_DIR)/_speedups.o
+	gcc -shared $(SANITIZE_DIR)/_speedups.o -lubsan -o $@
+
+sanitize: $(SANITIZED)
+	rm -rf $(SANITIZE_DIR)/corpus && mkdir -p $(SANITIZE_DIR)/corpus
+	$(FUZZ) --seconds $(SANITIZE_SECONDS) $(SANITIZE_DIR)/corpus tests/fuzz/corpus
+
+fuzz: $(SANITIZED)
+	$(FUZZ) --seconds $(FUZZ_SECONDS) tests/fuzz/corpus
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
