@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check streamer tests bench
 	$(BIN)/ruff format --check streamer tests bench
 	$(BIN)/mypy
+	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
+	$(BIN)/bandit -q -r streamer
 
 # The download clients the tests drive (tests/test_clients.py); installed only when missing.
 # A tool that stays missing makes its tests fail with a message, never skip.
