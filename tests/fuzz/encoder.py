@@ -3,7 +3,9 @@
 One input of bytes is one case: its first bytes choose the style, the field names, the
 ``max_line`` and where the chunks split; the rest is the log (see `Case.from_bytes`). A case
 passes when `LineEncoder` (native by default) fed those chunks gives exactly
-`reference_encode` of the whole log.
+`reference_encode` of the whole log. A case with bit 6 of byte 0 set calls the native
+``encode_lines(head, block, start, stop, first, ends_in_newline, templates)`` directly
+instead, with bounds out of range too, against a model of its docstring.
 
 Run as ``python -m tests.fuzz.encoder [--native PATH] [--seconds N] CORPUS...``: with
 atheris installed, libFuzzer mutates the corpus (coverage-guided over the Python code; the C
@@ -21,9 +23,12 @@ import sys
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import get_args
 
+import orjson
+
+# Names only: streamer.encoders is imported once the native module to test is in place.
 STYLES = ("json", "ndjson")
+FIELDS = ("default", "ecs", "datadog", "otel")
 MAX_LINES = (0, 1, 3, 8, 40, 1 << 20)
 MAX_CUTS = 15
 
@@ -33,30 +38,32 @@ class Case:
     style: str
     fields: str
     max_line: int
-    cuts: tuple[int, ...]
+    direct: bool
+    ends_in_newline: bool
+    params: bytes
     log: bytes
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Case:
-        """Byte 0: style (bit 0), field names (bits 1-2), max_line (bits 3-5, mod 6);
-        byte 1: the number of cuts (mod 16); then one byte per cut (a position, mod the
-        log's length + 1); the rest is the log."""
-        from streamer.encoders import Fields
-
+        """Byte 0: style (bit 0), field names (bits 1-2), max_line (bits 3-5, mod 6), a
+        direct call of ``encode_lines`` (bit 6) and its ``ends_in_newline`` (bit 7); byte 1:
+        how many parameter bytes follow (mod 16); the rest is the log."""
         options = data[0] if data else 0
         count = (data[1] if len(data) > 1 else 0) % (MAX_CUTS + 1)
-        raw_cuts, log = data[2 : 2 + count], data[2 + count :]
-        names = get_args(Fields)
         return cls(
             style=STYLES[options & 1],
-            fields=names[(options >> 1) & 3],
+            fields=FIELDS[(options >> 1) & 3],
             max_line=MAX_LINES[(options >> 3 & 7) % len(MAX_LINES)],
-            cuts=tuple(sorted(cut % (len(log) + 1) for cut in raw_cuts)),
-            log=log,
+            direct=bool(options & 0x40),
+            ends_in_newline=bool(options & 0x80),
+            params=data[2 : 2 + count],
+            log=data[2 + count :],
         )
 
     def chunks(self) -> list[bytes]:
-        bounds = [0, *self.cuts, len(self.log)]
+        """The log cut where the parameter bytes say (each a position mod its length + 1)."""
+        cuts = sorted(cut % (len(self.log) + 1) for cut in self.params)
+        bounds = [0, *cuts, len(self.log)]
         return [self.log[start:end] for start, end in pairwise(bounds)]
 
 
@@ -65,11 +72,64 @@ def check(data: bytes, native: bool = True) -> None:
     from streamer.encoders import LineEncoder, reference_encode
 
     case = Case.from_bytes(data)
+    if case.direct and native:
+        check_encode_lines(case)
+        return
     encoder = LineEncoder(case.style, case.fields, max_line=case.max_line, native=native)  # type: ignore[arg-type]
     got = b"".join([encoder.feed(chunk) for chunk in case.chunks()]) + encoder.finish()
     want = reference_encode(case.log, case.style, case.fields)  # type: ignore[arg-type]
     if got != want:
         raise AssertionError(f"{case}: encoder gave {got!r}, reference {want!r}")
+
+
+def check_encode_lines(case: Case) -> None:
+    """``_speedups.encode_lines`` called directly, bounds out of range included, against a
+    model of its docstring built on `parse_line`."""
+    from streamer import _speedups
+    from streamer.encoders import parse_line
+
+    p = case.params + bytes(4)
+    cut = p[0] % (len(case.log) + 1)
+    head, block = case.log[:cut].replace(b"\n", b""), case.log[cut:]  # head: one line's start
+    start, stop, first = p[1] - 4, p[2] - 4, p[3] * 0x1_0001_0001
+    arguments = (head, block, start, stop, first)
+    if not 0 <= start <= stop <= len(block):
+        try:
+            _speedups.encode_lines(*arguments, False, templates(case.style, case.fields))
+        except ValueError:
+            return
+        raise AssertionError(f"{case}: bounds {start}, {stop} of {len(block)} were taken")
+    text = head + block[start:stop]
+    ends = case.ends_in_newline and text.endswith(b"\n")
+    lines = text[: len(text) - ends].split(b"\n")
+    last = len(lines) - 1
+    lines = [
+        line[:-1] if (i < last or ends) and line.endswith(b"\r") else line
+        for i, line in enumerate(lines)
+    ]
+    separator, newline = (b",\n", b"") if case.style == "json" else (b"", b"\n")
+    want = b"".join(
+        separator + orjson.dumps(parse_line(first + i, line, case.fields)) + newline  # type: ignore[arg-type]
+        for i, line in enumerate(lines)
+    )
+    got = _speedups.encode_lines(*arguments, ends, templates(case.style, case.fields))
+    if got != (want, len(lines)):
+        raise AssertionError(f"{case}: encode_lines gave {got!r}, model {want!r}")
+
+
+def templates(style: str, fields: str) -> tuple[bytes, ...]:
+    """The six templates of ``encode_lines``, from its docstring."""
+    from streamer.encoders import FIELD_NAMES
+
+    timestamp, level, message = (name.encode() for name in FIELD_NAMES[fields])  # type: ignore[index]
+    return (
+        b',\n{"line":' if style == "json" else b'{"line":',
+        b',"' + timestamp + b'":"',
+        b'","' + level + b'":"',
+        b'","' + message + b'":"',
+        b',"' + timestamp + b'":null,"' + level + b'":null,"' + message + b'":"',
+        b'"}' if style == "json" else b'"}\n',
+    )
 
 
 def load_native(path: str) -> None:
