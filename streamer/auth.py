@@ -316,7 +316,8 @@ def _json_object(data: bytes | None) -> dict[str, Any] | None:
         value = json.loads(
             data.decode("utf-8"), object_pairs_hook=_unique_names, parse_constant=_no_constant
         )
-        # A lone surrogate ("\ud800") is valid JSON but no UTF-8: it breaks the access log.
+        # A lone surrogate escape ("\ud800") parses, but is no text (RFC 8259 section 8.2):
+        # no UTF-8 writer takes it, the access log's among them.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError among them
         return None
