@@ -54,9 +54,12 @@ test: $(STAMP) lint tools sanitize
 # CPython leaks by design (detect_leaks=0); PYTHONMALLOC=malloc lets ASan see every object.
 # `make sanitize` is the short run of `make test` (the corpus in the repository is read, new
 # finds go to build/); `make fuzz` runs FUZZ_SECONDS and grows tests/fuzz/corpus. A failing
-# input is written to tests/fuzz/regressions/, which tests/test_fuzz.py replays.
-SANITIZE_DIR := build/sanitize
+# input is written to tests/fuzz/regressions/, which tests/test_fuzz.py replays (and which
+# checks, with SANITIZE_SOURCE set to copies with a bug put in, that the run reports it).
+SANITIZE_DIR ?= build/sanitize
+SANITIZE_SOURCE ?= streamer/_speedups.c
 SANITIZED := $(SANITIZE_DIR)/_speedups.so
+FUZZ_ARTIFACTS ?= tests/fuzz/regressions/
 SANITIZE_SECONDS ?= 20
 FUZZ_SECONDS ?= 600
 ASAN_RUNTIME ?= $$($(BIN)/python -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so
@@ -64,16 +67,16 @@ SANITIZER_ENV = LD_PRELOAD="$(ASAN_RUNTIME)" PYTHONMALLOC=malloc \
 	ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=64:handle_sigill=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 FUZZ = $(SANITIZER_ENV) $(BIN)/python -m tests.fuzz.encoder --native $(SANITIZED) \
-	-artifact_prefix=tests/fuzz/regressions/ -print_final_stats=1 -use_value_profile=1
+	-artifact_prefix=$(FUZZ_ARTIFACTS) -print_final_stats=1 -use_value_profile=1
 
-$(SANITIZED): streamer/_speedups.c $(STAMP)
+$(SANITIZED): $(SANITIZE_SOURCE) $(STAMP)
 	@command -v gcc >/dev/null && [ -e "$$(gcc -print-file-name=libubsan.so)" ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; }
 	mkdir -p $(SANITIZE_DIR)
 	gcc -c -fPIC -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
 		-fno-omit-frame-pointer -fsanitize-coverage=trace-cmp -Wall -Wextra \
 		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-		streamer/_speedups.c -o $(SANITIZE_DIR)/_speedups.o
+		$(SANITIZE_SOURCE) -o $(SANITIZE_DIR)/_speedups.o
 	gcc -shared $(SANITIZE_DIR)/_speedups.o -lubsan -o $@
 
 # libFuzzer's progress goes to a log; its end is shown, and all of it on a failure.

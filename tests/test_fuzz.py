@@ -7,6 +7,7 @@ failure stays fixed.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from streamer import encoders
 from tests.fuzz.encoder import Case, check
 
-FUZZ = Path(__file__).parent / "fuzz"
+ROOT = Path(__file__).parent.parent
+FUZZ = ROOT / "tests" / "fuzz"
 INPUTS = sorted(
     path
     for folder in ("corpus", "regressions")
@@ -45,3 +47,46 @@ def test_check_finds_a_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoders, "reference_encode", lambda data, *_: b"[]")
     with pytest.raises(AssertionError, match="reference"):
         check(b"\x00\x00a\nb")
+
+
+# (what the source says, what the broken copy says instead, what the sanitizer reports)
+BUGS = [
+    pytest.param(
+        "joined = PyMem_Malloc(size ? (size_t)size : 1);",
+        "joined = PyMem_Malloc(size > 1 ? (size_t)size - 1 : 1);",
+        "AddressSanitizer: heap-buffer-overflow",
+        id="heap-overflow",
+    ),
+    pytest.param(
+        "if (n < 20) return 0;",
+        "if (n < 20 || (1 << (int)n) == 3) return 0;",
+        "runtime error: shift exponent",
+        id="undefined-shift",
+    ),
+]
+
+
+@pytest.mark.parametrize(("original", "broken", "report"), BUGS)
+def test_make_sanitize_reports_a_bug_put_into_the_encoder(
+    tmp_path: Path, original: str, broken: str, report: str
+) -> None:
+    """The sanitizer run of make test can fail: a copy of the C file with one bug put in
+    is built and fuzzed as `make sanitize` builds and fuzzes the real one."""
+    source = (ROOT / "streamer" / "_speedups.c").read_text()
+    assert source.count(original) == 1
+    (tmp_path / "bug.c").write_text(source.replace(original, broken))
+    make = [
+        "make",
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed-test",  # never reinstall from here
+        "sanitize",
+        f"SANITIZE_SOURCE={tmp_path / 'bug.c'}",
+        f"SANITIZE_DIR={tmp_path / 'build'}",
+        f"FUZZ_ARTIFACTS={tmp_path}/",
+        "SANITIZE_SECONDS=30",
+    ]
+    result = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert result.returncode != 0
+    assert report in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(tmp_path.glob("crash-*"))  # the failing input, kept to become a regression

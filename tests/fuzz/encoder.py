@@ -22,7 +22,6 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import orjson
 
@@ -159,9 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     if not encoders.NATIVE:
         print("fuzz: streamer._speedups is not built", file=sys.stderr)
         return 1
-    for folder in args.corpus:
-        for path in sorted(Path(folder).iterdir()):
-            check(path.read_bytes())  # the corpus itself must pass before any mutation
     atheris.Setup(
         [sys.argv[0], *libfuzzer_args, f"-max_total_time={args.seconds}", *args.corpus],
         check,
