@@ -1,20 +1,22 @@
 """Load mode: N raw-socket clients download one URL over and over for S seconds.
 
-    python -m bench.load --url URL --token T --concurrency N --duration S [--rate BPS]
-                         [--pid PID] [--json]
+    python -m bench.load [--url URL] --token T --concurrency N --duration S [--rate BPS]
+                         [--header "Name: value"]... [--pid PID] [--json]
 
 Each client is an asyncio `BufferedProtocol` reading into its own buffer; with `--rate`
 it pauses reading to hold that many bytes per second, so the server meets real TCP
-backpressure. Prints aggregate throughput, per-client fairness (slowest / fastest client
-by bytes), errors, TTFB and the gaps between reads (p50, p99, max), and, with `--pid`,
-the server's CPU seconds per GiB and its RSS over time. Only loopback URLs are allowed:
-this is a benchmark, not a load generator for other hosts.
+backpressure. Prints aggregate throughput, requests per second, per-client fairness
+(slowest / fastest client by bytes), errors, TTFB and the gaps between reads (p50, p99,
+max), and, with `--pid`, the server's CPU seconds per GiB and its RSS over time. A 200,
+206 or 304 counts as a completed request. The URL defaults to the demo's download on
+loopback; any other host works too (a staging deployment, say), with a warning on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 import time
 from array import array
@@ -28,6 +30,8 @@ from .client import ChunkedFraming, request_bytes
 from .stats import ProcSampler, summary
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_URL = "http://127.0.0.1:8080/api/v1/models/mdl-churn/training-metrics/logs/download"
+OK = (200, 206, 304)
 
 
 @dataclass
@@ -81,6 +85,8 @@ class _Download(asyncio.BufferedProtocol):
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     self.length = int(value)
+            if self.status == 304:
+                self.length = 0
             if self.length is None:
                 self.framing = ChunkedFraming(None)
             self._take(memoryview(rest))
@@ -109,7 +115,7 @@ class _Download(asyncio.BufferedProtocol):
         self.received += got
         self.stats.body_bytes += got
         if finished and not self.done.done():
-            self.done.set_result("ok" if self.status == 200 else f"status {self.status}")
+            self.done.set_result("ok" if self.status in OK else f"status {self.status}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -148,6 +154,16 @@ async def _client(
             stats.error_kinds[outcome] = stats.error_kinds.get(outcome, 0) + 1
 
 
+def remote_warning(url: str) -> str | None:
+    """The warning for a target that is not this machine's loopback interface, if it is not."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    try:
+        local = host in LOOPBACK or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        local = False
+    return None if local else f"warning: sending load to {host}, which is not this machine"
+
+
 async def run_load(
     url: str,
     token: str | None,
@@ -155,14 +171,15 @@ async def run_load(
     duration: float,
     rate: float | None = None,
     pid: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the clients; return every figure as plain data."""
     parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError("bench.load speaks plain http:// only")
     host = parts.hostname or "127.0.0.1"
-    if host not in LOOPBACK:
-        raise ValueError("bench.load only sends traffic to the loopback interface")
     port = parts.port or 80
-    request = request_bytes(url, token)
+    request = request_bytes(url, token, headers)
     clients = [ClientStats() for _ in range(concurrency)]
     sampler = ProcSampler(pid) if pid else None
     if sampler:
@@ -191,6 +208,7 @@ async def run_load(
         "mb_per_s": total / elapsed / 1e6,
         "requests": sum(c.requests for c in clients),
         "completed": sum(c.completed for c in clients),
+        "requests_per_s": sum(c.completed for c in clients) / elapsed,
         "errors": sum(c.errors for c in clients),
         "error_kinds": error_kinds,
         "fairness": min(per_client) / max(per_client) if max(per_client) else 0.0,
@@ -211,9 +229,10 @@ def run_load_sync(
     duration: float,
     rate: float | None = None,
     pid: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`run_load` on a fresh event loop: uvloop's when installed (a cheaper client)."""
-    work = run_load(url, token, concurrency, duration, rate, pid)
+    work = run_load(url, token, concurrency, duration, rate, pid, headers)
     try:
         import uvloop
     except ImportError:
@@ -232,7 +251,8 @@ def format_result(result: dict[str, Any]) -> str:
             else ""
         )
         + f", {result['duration_s']:.1f} s: {result['mb_per_s']:.1f} MB/s aggregate,"
-        f" {result['completed']} downloads, {result['errors']} errors"
+        f" {result['completed']} downloads ({result['requests_per_s']:.0f}/s),"
+        f" {result['errors']} errors"
         f" {result['error_kinds'] or ''}",
         f"fairness (slowest/fastest client): {result['fairness']:.3f}"
         f" ({result['slowest_client_mb_per_s']:.2f}"
@@ -255,8 +275,11 @@ def format_result(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}")
     parser.add_argument("--token")
+    parser.add_argument(
+        "--header", action="append", default=[], help='an extra request header, "Name: value"'
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rate", type=float, help="bytes per second per client")
@@ -265,8 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 4096 or not 0 < args.duration <= 3600:
         parser.error("concurrency must be 1..4096 and duration 0..3600 s")
+    if urlsplit(args.url).scheme != "http":
+        parser.error("--url must be an http:// URL")
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            parser.error(f"--header {header!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    if (warning := remote_warning(args.url)) is not None:
+        print(warning, file=sys.stderr)
     result = run_load_sync(
-        args.url, args.token, args.concurrency, args.duration, args.rate, args.pid
+        args.url, args.token, args.concurrency, args.duration, args.rate, args.pid, headers
     )
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")

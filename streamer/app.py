@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.datastructures import Headers
 
 from . import errors
 from .allocator import tune_allocator
-from .auth import Authenticator, authorize
+from .asgi import Receive, Send
+from .asgi import Scope as Scope
+from .auth import Authenticator, TokenCache, authorize
 from .catalog import Catalog, LogObject, valid_model_id
 from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
@@ -29,12 +29,10 @@ from .plan import (
     request_id,
     target,
 )
-from .pump import Receive, Send, StreamAborted, Transform, pump, read_size
+from .pump import Gate, StreamAborted, Transform, pump, read_size
 from .storage import GzipReader, ObjectReader, Store
 
 logger = logging.getLogger("streamer")
-
-Scope = MutableMapping[str, Any]
 
 
 class Streamer:
@@ -43,9 +41,11 @@ class Streamer:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.auth = Authenticator(settings)
+        self.tokens = TokenCache(self.auth)
         self._store: Store | None = store
         self._catalog: Catalog | None = None
         self.slots = StreamSlots(settings.max_streams)
+        self._gate: Gate | None = None
 
     @property
     def store(self) -> Store:
@@ -92,7 +92,7 @@ class Streamer:
                 raise errors.NotFound()
             if method not in ("GET", "HEAD"):
                 raise errors.MethodNotAllowed()
-            principal = await self.auth.authenticate(headers.get("authorization"))
+            principal = await self.tokens.authenticate(headers.get("authorization"))
             annotate(scope, subject=principal.subject, organization=principal.organization)
             query = parse_query(scope.get("query_string", b""))
             # Only an id of the catalog's shape reaches the access log: the path is the client's.
@@ -115,6 +115,14 @@ class Streamer:
                 await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:
             await _problem(send, error, rid, method)
+
+    def _inline_gate(self) -> Gate | None:
+        """The gate of reads that run on the event loop: a local or memory store's."""
+        if self.store.is_async:
+            return None
+        if self._gate is None:
+            self._gate = Gate()
+        return self._gate
 
     async def _resolve(self, model_id: str, organization: str, run_id: str | None) -> LogObject:
         """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""
@@ -168,6 +176,7 @@ class Streamer:
                 buffer_chunks=self.settings.buffer_chunks,
                 transform=Chain(transforms) if transforms else None,
                 length=plan.length,
+                gate=self._inline_gate(),
             )
         except FileNotFoundError:
             raise errors.LogsPurged() from None

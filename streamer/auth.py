@@ -242,6 +242,57 @@ class Authenticator:
         )
 
 
+class TokenCache:
+    """Remembers the tokens `Authenticator` verified, keyed by their exact text, until expiry.
+
+    A hit skips the signature check and the claims' parsing and checks the one thing that
+    changes with time: a token is refused once `now >= exp + leeway`, as it is uncached
+    (`nbf` and `iat` only become easier to meet). Failures are never cached: a refused
+    token is verified again each time. A key set changed by a JWKS refetch empties the
+    cache, so a token of a key taken out of the set is refused at once. At most `size`
+    tokens are held; the oldest goes first.
+    """
+
+    def __init__(
+        self, auth: Authenticator, *, size: int = 4096, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.auth = auth
+        self.size = size
+        self._clock = clock
+        self._leeway = auth._settings.jwt_leeway_s
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._keys: object = auth._jwks
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """As `Authenticator.authenticate`, with the answer for a known token kept."""
+        token = _bearer_credential(authorization)
+        if self._keys is not self.auth._jwks:
+            self._entries.clear()
+            self._keys = self.auth._jwks
+        entry = self._entries.get(token)
+        if entry is not None:
+            expires, principal = entry
+            if self._clock() < expires:
+                return principal
+            del self._entries[token]
+            raise errors.InvalidToken("The token has expired.")
+        principal = await self.auth.authenticate(authorization)
+        expires = _expiry(token) + self._leeway
+        if self._clock() < expires and self._keys is self.auth._jwks:
+            if len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = (expires, principal)
+        return principal
+
+
+def _expiry(token: str) -> float:
+    """The `exp` of a token `Authenticator` accepted (so it is there, and a finite number)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    exp: float = claims["exp"]
+    return exp
+
+
 def authorize(principal: Principal) -> None:
     """Raise `Forbidden` unless the principal may read the models of its organization."""
     if not principal.permissions & READ_PERMISSIONS:

@@ -16,20 +16,22 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
 
 from . import errors, metrics
+from .asgi import Message, Receive, Scope, Send
+from .config import Settings
 from .ops import Drain, Readiness
+from .ops import Service as Checked
 from .plan import match_download, request_id, route_name, target
-from .pump import Message, Receive, Send, StreamAborted
-
-if TYPE_CHECKING:
-    from .app import Scope, Streamer
+from .pump import StreamAborted
 
 PROBES = ("/healthz", "/readyz", "/metrics")
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 access_logger = logging.getLogger("streamer.access")
 if not access_logger.handlers:
@@ -38,6 +40,16 @@ if not access_logger.handlers:
     access_logger.addHandler(_handler)
     access_logger.setLevel(logging.INFO)
     access_logger.propagate = False
+
+
+class Service(Checked, Protocol):
+    """What the middleware needs of the app it wraps (which imports this module, not the
+    reverse): its settings, keys and store, and to be called."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
 def annotate(scope: Scope, **fields: str | None) -> None:
@@ -73,7 +85,7 @@ _ONE_LINE_CANCELS = _OneLineCancels()
 class Observe:
     """Wraps the app: answers the probes, measures and logs every HTTP request."""
 
-    def __init__(self, app: Streamer) -> None:
+    def __init__(self, app: Service) -> None:
         logging.getLogger("uvicorn.error").addFilter(_ONE_LINE_CANCELS)  # added once
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
@@ -149,7 +161,39 @@ class Observe:
 
         return lifespan_send
 
+    def answer_now(self, scope: Scope) -> Answer | None:
+        """The whole answer to a probe that needs no waiting, counted and logged like any
+        request: `/healthz`, and `/readyz` while its store check is fresh. None otherwise.
+
+        The HTTP protocol calls this as soon as a request's head is parsed, so that probes
+        are answered from the connection's read callback, ahead of the tasks that move
+        bytes (see `streamer.protocol`)."""
+        path, method = scope["path"], scope["method"]
+        if path not in ("/healthz", "/readyz") or method not in ("GET", "HEAD"):
+            return None
+        ready = None
+        if path == "/readyz" and (ready := self.readiness.known()) is None:
+            return None
+        started = time.perf_counter()
+        status, headers, body = self._probe_answer(scope, ready)
+        body = b"" if method == "HEAD" else body
+        exchange = _Exchange(started, status, headers[-1][1].decode(), len(body), complete=True)
+        exchange.first_byte_at = time.perf_counter()
+        self._record(scope, exchange, "complete")
+        return status, headers, body
+
     async def _probe(self, scope: Scope, send: Send) -> None:
+        ready = None
+        if scope["path"] == "/readyz" and scope["method"] in ("GET", "HEAD"):
+            ready = await self.readiness.check()
+        status, headers, body = self._probe_answer(scope, ready)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    def _probe_answer(self, scope: Scope, ready: tuple[bool, str] | None) -> Answer:
+        """Status, headers (X-Request-ID last) and body of a probe or a scrape."""
         path: str = scope["path"]
         method: str = scope["method"]
         rid = request_id(_header(scope, b"x-request-id"))
@@ -158,20 +202,19 @@ class Observe:
             error = errors.MethodNotAllowed()
             status, media_type, body = 405, "application/problem+json", errors.problem(error, rid)
         elif path == "/readyz":
-            ready, reason = await self.readiness.check()
-            status, body = (200 if ready else 503), reason.encode() + b"\n"
+            assert ready is not None
+            status, body = (200 if ready[0] else 503), ready[1].encode() + b"\n"
         elif path == "/metrics":
             media_type, body = metrics.CONTENT_TYPE, metrics.exposition()
         headers = [
             (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
-            (b"x-request-id", rid.encode()),
         ]
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        headers.append((b"x-request-id", rid.encode()))
+        return status, headers, body
 
     def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:
         end = time.perf_counter()

@@ -20,14 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
+from .auth import Authenticator
 from .errors import Overloaded
-
-if TYPE_CHECKING:
-    from .app import Streamer
+from .storage import Store
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -70,11 +69,21 @@ class Drain:
         return True
 
 
+class Service(Protocol):
+    """What readiness asks of the service: its keys and its store."""
+
+    @property
+    def auth(self) -> Authenticator: ...
+
+    @property
+    def store(self) -> Store: ...
+
+
 class Readiness:
     """`/readyz`: keys loaded, store reachable (checked at most every `cache_s`), not draining."""
 
     def __init__(
-        self, app: Streamer, drain: Drain, cache_s: float = 2.0, timeout_s: float = 2.0
+        self, app: Service, drain: Drain, cache_s: float = 2.0, timeout_s: float = 2.0
     ) -> None:
         self.app = app
         self.drain = drain
@@ -84,11 +93,19 @@ class Readiness:
         self._checked_at: float | None = None
         self._lock = anyio.Lock()
 
-    async def check(self) -> tuple[bool, str]:
+    def known(self) -> tuple[bool, str] | None:
+        """The answer when it needs no store check now (cached, or decided without); else None."""
         if self.drain.draining:
             return False, "draining"
         if not self.app.auth.ready:
             return False, "keys not loaded"
+        if self._stale():
+            return None
+        return (True, "ready") if self._store_ok else (False, "store unreachable")
+
+    async def check(self) -> tuple[bool, str]:
+        if (answer := self.known()) is not None:
+            return answer
         if self._stale():
             async with self._lock:
                 if self._stale():

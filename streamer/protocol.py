@@ -14,16 +14,26 @@ MiB; a client that sends half a head and then nothing held its connection foreve
 All three close the connection. They happen before the application sees a request, so
 they are logged as warnings, not in the access log. Between requests on a kept-alive
 connection, uvicorn's own keep-alive timeout applies.
+
+Probes first. `/healthz`, and `/readyz` while its store check is fresh, are answered
+right where the request's head is parsed, in the connection's read callback, without a
+task: a task would wait its turn behind every stream that moves bytes in that turn of
+the event loop. The middleware (`Observe.answer_now`) decides the answer, counts and logs
+it as it does every request; anything else goes to the application as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from . import errors
+from .asgi import Scope
+from .observe import Observe
 from .plan import request_id
 
 logger = logging.getLogger("streamer")
@@ -42,6 +52,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        observe = _observe(self.app)
+        answer = None if observe is None else observe.answer_now(cast(Scope, cycle.scope))
+        if answer is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        status, headers, body = answer
+        lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
+        for name, value in [*self.server_state.default_headers, *headers]:
+            lines.append(name + b": " + value + b"\r\n")
+        if not cycle.keep_alive:
+            lines.append(b"connection: close\r\n")
+        self.transport.write(b"".join(lines) + b"\r\n" + body)
+        # As uvicorn's own send does at the end of a response.
+        cycle.response_started = cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -109,3 +138,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.loop.call_later(self.linger_s, self.transport.close)
         else:
             self.transport.close()
+
+
+def _observe(app: object) -> Observe | None:
+    """The `Observe` middleware inside uvicorn's wrappers (proxy headers, ...), if any."""
+    for _ in range(8):
+        if isinstance(app, Observe):
+            return app
+        app = getattr(app, "app", None)
+    return None

@@ -11,6 +11,13 @@ The rules this module keeps:
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
   watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
   consumer at once; the reader is closed on every path.
+- One read, one send. A body of known length that fits in one read is read whole, the
+  reader closed, and sent with the start in one step: no tasks, no stream, no watcher,
+  since there is nothing left to stop when the client goes.
+- Fair turns. Reads that run inline on the event loop (local files, memory) take a
+  permit of a process-wide `Gate` for each read: at most `Gate.size` chunks are read
+  per turn of the loop however many streams run, so one turn stays short and accepts,
+  probes and new requests wait for a few chunks, not for one chunk of every stream.
 - Abort on upstream failure. Before the first byte a store error is raised to the caller,
   which still can answer with a status. After it, `StreamAborted` is raised so the server
   drops the connection: the client sees a short body or an unterminated chunked body,
@@ -21,18 +28,18 @@ The rules this module keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .asgi import Message as Message
+from .asgi import Receive as Receive
+from .asgi import Send as Send
 from .storage import ObjectReader
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Outcome = Literal["complete", "client_disconnect", "upstream_abort"]
 
 
@@ -41,12 +48,31 @@ class Transform(Protocol):
     def finish(self) -> bytes: ...
 
 
+class Gate:
+    """Permits for the chunk reads that run inline on the event loop, first come first
+    served. A free permit is taken without yielding, so one stream alone pays nothing."""
+
+    size = 8
+
+    def __init__(self, size: int | None = None) -> None:
+        self._permits = anyio.Semaphore(size or self.size, fast_acquire=True)
+
+    async def __aenter__(self) -> None:
+        await self._permits.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._permits.release()
+
+
 class StreamAborted(Exception):
     """The response had started when the source failed; the connection must be dropped."""
 
 
 class TruncatedSource(Exception):
     """The object ended before the size announced in Content-Length."""
+
+
+_NO_GATE: AbstractAsyncContextManager[None] = nullcontext()
 
 
 @dataclass
@@ -78,21 +104,27 @@ async def pump(
     buffer_chunks: int,
     transform: Transform | None = None,
     length: int | None = None,
+    gate: Gate | None = None,
 ) -> Transfer:
     """Send `start`, then the reader's bytes (through `transform`), then the end.
 
     `length` is the exact number of bytes to send (Content-Length or a range); the read
-    stops there, and a source that ends sooner aborts the transfer.
+    stops there, and a source that ends sooner aborts the transfer. Each read and its
+    transform take a permit of `gate`, when given.
     """
+    chunk_size = read_size(chunk_size, buffer_chunks)
+    if length is not None and length <= chunk_size:
+        return await _send_whole(reader, start, send, transform, length)
     transfer = Transfer()
     # Chunks in hand count against the bound too: the one the producer has read, and two
     # the transport may hold (one being written, the last bytes of the one before).
     queued = max(0, buffer_chunks - 3)
-    chunk_size = read_size(chunk_size, buffer_chunks)
     chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=queued)
     started = False
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_produce, reader, chunks, chunk_size, transform, length, transfer)
+        tasks.start_soon(
+            _produce, reader, chunks, chunk_size, transform, length, transfer, gate or _NO_GATE
+        )
         tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
         with pending:
             async for chunk in pending:
@@ -116,6 +148,33 @@ async def pump(
     return transfer
 
 
+async def _send_whole(
+    reader: ObjectReader, start: Message, send: Send, transform: Transform | None, length: int
+) -> Transfer:
+    """The fast path of a body that fits in one read; errors are raised before the start."""
+    transfer = Transfer()
+    try:
+        parts: list[bytes] = []
+        got = 0
+        while got < length:
+            data = await reader.read(length - got)
+            if not data:
+                raise TruncatedSource(f"{length - got} bytes short of the announced size")
+            parts.append(data)
+            got += len(data)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.aclose()
+    body = b"".join(parts)
+    if transform is not None:
+        body = transform.feed(body) + transform.finish()
+    await send(start)
+    transfer.first_byte_at = time.perf_counter()
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    transfer.bytes_sent = len(body)
+    return transfer
+
+
 async def _produce(
     reader: ObjectReader,
     chunks: MemoryObjectSendStream[bytes],
@@ -123,23 +182,25 @@ async def _produce(
     transform: Transform | None,
     length: int | None,
     transfer: Transfer,
+    gate: AbstractAsyncContextManager[None],
 ) -> None:
     remaining = length
     try:
         with chunks:
             while remaining is None or remaining > 0:
                 size = chunk_size if remaining is None else min(chunk_size, remaining)
-                data = await reader.read(size)
-                if not data:
-                    if remaining:
-                        raise TruncatedSource(f"{remaining} bytes short of the announced size")
-                    break
-                if remaining is not None:
-                    remaining -= len(data)
-                if transform is not None:
-                    data = transform.feed(data)
+                async with gate:
+                    data = await reader.read(size)
                     if not data:
-                        continue
+                        if remaining:
+                            raise TruncatedSource(f"{remaining} bytes short of the announced size")
+                        break
+                    if remaining is not None:
+                        remaining -= len(data)
+                    if transform is not None:
+                        data = transform.feed(data)
+                if not data:
+                    continue
                 await chunks.send(data)
             if transform is not None and (tail := transform.finish()):
                 await chunks.send(tail)

@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from bench import servers
 from bench.baselines import RAW_ASGI
+from bench.load import remote_warning
 from bench.logs import generate
 from bench.report import METRICS, defaults_text, plot_gaps_and_rss
 from streamer.encoders import reference_encode
@@ -140,13 +143,45 @@ def test_load_mode_prints_the_figures(server: Running, token: str) -> None:
         assert name in result
 
 
-def test_load_mode_refuses_other_hosts() -> None:
+@pytest.mark.parametrize(
+    ("url", "remote"),
+    [
+        ("http://127.0.0.1:8080/x", False),
+        ("http://localhost/x", False),
+        ("http://[::1]:8080/x", False),
+        ("http://127.0.0.2/x", False),
+        ("http://192.0.2.1/x", True),
+        ("http://staging.example.com:8080/x", True),
+    ],
+)
+def test_load_mode_warns_when_the_target_is_not_loopback(url: str, remote: bool) -> None:
+    warning = remote_warning(url)
+    assert (warning is not None) == remote
+    if warning is not None:
+        assert str(urlsplit(url).hostname) in warning
+
+
+def test_load_mode_counts_revalidations(server: Running, token: str) -> None:
+    url = f"{server.url}/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a2"
+    etag = httpx.get(url, headers={"Authorization": f"Bearer {token}"}).headers["etag"]
+    flags = [
+        "--concurrency",
+        "2",
+        "--duration",
+        "0.5",
+        "--json",
+        "--header",
+        f"If-None-Match: {etag}",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--url", "http://192.0.2.1/", "--duration", "1"],
+        [sys.executable, "-m", "bench.load", "--url", url, "--token", token, *flags],
+        check=True,
         timeout=60,
         capture_output=True,
     )
-    assert done.returncode != 0 and b"loopback" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["errors"] == 0 and result["completed"] > 0, (result, done.stderr)
+    assert result["bytes"] == 0 and result["requests_per_s"] > 0
 
 
 def test_generated_logs_are_deterministic_and_have_every_feature() -> None:
