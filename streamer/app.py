@@ -29,8 +29,9 @@ from .plan import (
     request_id,
     target,
 )
-from .pump import Gate, StreamAborted, Transform, pump, read_size
+from .pump import StreamAborted, Transform, pump, read_size
 from .storage import GzipReader, ObjectReader, Store
+from .turns import Turns
 
 logger = logging.getLogger("streamer")
 
@@ -45,7 +46,7 @@ class Streamer:
         self._store: Store | None = store
         self._catalog: Catalog | None = None
         self.slots = StreamSlots(settings.max_streams)
-        self._gate: Gate | None = None
+        self.turns = Turns()
 
     @property
     def store(self) -> Store:
@@ -116,14 +117,6 @@ class Streamer:
         except StreamerError as error:
             await _problem(send, error, rid, method)
 
-    def _inline_gate(self) -> Gate | None:
-        """The gate of reads that run on the event loop: a local or memory store's."""
-        if self.store.is_async:
-            return None
-        if self._gate is None:
-            self._gate = Gate()
-        return self._gate
-
     async def _resolve(self, model_id: str, organization: str, run_id: str | None) -> LogObject:
         """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""
         try:
@@ -176,7 +169,7 @@ class Streamer:
                 buffer_chunks=self.settings.buffer_chunks,
                 transform=Chain(transforms) if transforms else None,
                 length=plan.length,
-                gate=self._inline_gate(),
+                turns=self.turns,
             )
         except FileNotFoundError:
             raise errors.LogsPurged() from None

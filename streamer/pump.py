@@ -14,10 +14,9 @@ The rules this module keeps:
 - One read, one send. A body of known length that fits in one read is read whole, the
   reader closed, and sent with the start in one step: no tasks, no stream, no watcher,
   since there is nothing left to stop when the client goes.
-- Fair turns. Reads that run inline on the event loop (local files, memory) take a
-  permit of a process-wide `Gate` for each read: at most `Gate.size` chunks are read
-  per turn of the loop however many streams run, so one turn stays short and accepts,
-  probes and new requests wait for a few chunks, not for one chunk of every stream.
+- Fair turns. Each read and each send of a chunk first passes the process's `Turns`
+  (when given), so a turn of the event loop moves a few chunks, not one of every stream:
+  accepts, probes and new requests wait behind a few chunks only (`streamer.turns`).
 - Abort on upstream failure. Before the first byte a store error is raised to the caller,
   which still can answer with a status. After it, `StreamAborted` is raised so the server
   drops the connection: the client sees a short body or an unterminated chunked body,
@@ -28,7 +27,6 @@ The rules this module keeps:
 from __future__ import annotations
 
 import time
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -39,6 +37,7 @@ from .asgi import Message as Message
 from .asgi import Receive as Receive
 from .asgi import Send as Send
 from .storage import ObjectReader
+from .turns import Turns
 
 Outcome = Literal["complete", "client_disconnect", "upstream_abort"]
 
@@ -48,31 +47,12 @@ class Transform(Protocol):
     def finish(self) -> bytes: ...
 
 
-class Gate:
-    """Permits for the chunk reads that run inline on the event loop, first come first
-    served. A free permit is taken without yielding, so one stream alone pays nothing."""
-
-    size = 8
-
-    def __init__(self, size: int | None = None) -> None:
-        self._permits = anyio.Semaphore(size or self.size, fast_acquire=True)
-
-    async def __aenter__(self) -> None:
-        await self._permits.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._permits.release()
-
-
 class StreamAborted(Exception):
     """The response had started when the source failed; the connection must be dropped."""
 
 
 class TruncatedSource(Exception):
     """The object ended before the size announced in Content-Length."""
-
-
-_NO_GATE: AbstractAsyncContextManager[None] = nullcontext()
 
 
 @dataclass
@@ -104,13 +84,13 @@ async def pump(
     buffer_chunks: int,
     transform: Transform | None = None,
     length: int | None = None,
-    gate: Gate | None = None,
+    turns: Turns | None = None,
 ) -> Transfer:
     """Send `start`, then the reader's bytes (through `transform`), then the end.
 
     `length` is the exact number of bytes to send (Content-Length or a range); the read
-    stops there, and a source that ends sooner aborts the transfer. Each read and its
-    transform take a permit of `gate`, when given.
+    stops there, and a source that ends sooner aborts the transfer. Each read and each
+    send of a chunk passes `turns` first, when given.
     """
     chunk_size = read_size(chunk_size, buffer_chunks)
     if length is not None and length <= chunk_size:
@@ -122,9 +102,7 @@ async def pump(
     chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=queued)
     started = False
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(
-            _produce, reader, chunks, chunk_size, transform, length, transfer, gate or _NO_GATE
-        )
+        tasks.start_soon(_produce, reader, chunks, chunk_size, transform, length, transfer, turns)
         tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
         with pending:
             async for chunk in pending:
@@ -132,6 +110,8 @@ async def pump(
                     await send(start)
                     started = True
                     transfer.first_byte_at = time.perf_counter()
+                if turns is not None:
+                    await turns.wait()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 transfer.bytes_sent += len(chunk)
         if transfer.error is None:
@@ -182,25 +162,26 @@ async def _produce(
     transform: Transform | None,
     length: int | None,
     transfer: Transfer,
-    gate: AbstractAsyncContextManager[None],
+    turns: Turns | None,
 ) -> None:
     remaining = length
     try:
         with chunks:
             while remaining is None or remaining > 0:
                 size = chunk_size if remaining is None else min(chunk_size, remaining)
-                async with gate:
-                    data = await reader.read(size)
-                    if not data:
-                        if remaining:
-                            raise TruncatedSource(f"{remaining} bytes short of the announced size")
-                        break
-                    if remaining is not None:
-                        remaining -= len(data)
-                    if transform is not None:
-                        data = transform.feed(data)
+                if turns is not None:
+                    await turns.wait()
+                data = await reader.read(size)
                 if not data:
-                    continue
+                    if remaining:
+                        raise TruncatedSource(f"{remaining} bytes short of the announced size")
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                if transform is not None:
+                    data = transform.feed(data)
+                    if not data:
+                        continue
                 await chunks.send(data)
             if transform is not None and (tail := transform.finish()):
                 await chunks.send(tail)
