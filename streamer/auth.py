@@ -270,19 +270,17 @@ class TokenCache:
             self._entries.clear()
             self._keys = self.auth._jwks
         entry = self._entries.get(token)
-        if entry is not None:
-            expires, principal = entry
-            if self._clock() < expires:
-                return principal
-            del self._entries[token]
+        if entry is None:
+            principal = await self.auth.authenticate(authorization)
+            entry = (_expiry(token) + self._leeway, principal)
+            if self._keys is self.auth._jwks:
+                if len(self._entries) >= self.size:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[token] = entry
+        if self._clock() >= entry[0]:
+            self._entries.pop(token, None)
             raise errors.InvalidToken("The token has expired.")
-        principal = await self.auth.authenticate(authorization)
-        expires = _expiry(token) + self._leeway
-        if self._clock() < expires and self._keys is self.auth._jwks:
-            if len(self._entries) >= self.size:
-                del self._entries[next(iter(self._entries))]
-            self._entries[token] = (expires, principal)
-        return principal
+        return entry[1]
 
 
 def _expiry(token: str) -> float:
