@@ -93,11 +93,11 @@ async def call(
     method: str = "GET",
     *,
     disconnected: bool = False,
-    **headers: str,
+    headers: dict[str, str] | None = None,
 ) -> Exchange:
     token = issue_token(SECRET, "alice", "org-acme", ["model:read"])
     raw = [(b"authorization", f"Bearer {token}".encode())]
-    raw += [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    raw += [(k.replace("_", "-").encode(), v.encode()) for k, v in (headers or {}).items()]
     scope = {"type": "http", "method": method, "path": PATH, "query_string": query.encode()}
     scope["headers"] = raw
     settings = Settings(
@@ -130,8 +130,8 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
 async def test_one_read_answers_as_the_stream_does(
     store: TrackingStore, query: str, method: str, headers: dict[str, str]
 ) -> None:
-    whole = (await call(store, ONE_READ, query, method, **headers)).answer()
-    streamed = (await call(store, STREAMED, query, method, **headers)).answer()
+    whole = (await call(store, ONE_READ, query, method, headers=headers)).answer()
+    streamed = (await call(store, STREAMED, query, method, headers=headers)).answer()
     assert whole == streamed
     assert whole[0] in (200, 206)
     assert store.opened == store.closed
@@ -150,7 +150,9 @@ async def test_a_small_body_goes_out_in_one_message_after_one_read(store: Tracki
 async def test_revalidation_answers_304_with_the_same_validators(store: TrackingStore) -> None:
     etag = (await call(store, ONE_READ)).answer()[1]["etag"]
     for chunk_size in (ONE_READ, STREAMED):
-        status, headers, body = (await call(store, chunk_size, if_none_match=etag)).answer()
+        status, headers, body = (
+            await call(store, chunk_size, headers={"if_none_match": etag})
+        ).answer()
         assert (status, body, headers["etag"]) == (304, b"", etag)
     assert store.opened == 1  # a 304 opens nothing
 
