@@ -38,12 +38,14 @@ from .baselines import RAW_ASGI
 from .client import Fetch, fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
+from .saturation import probes_under_load
 from .stats import GIB, MIB, ProcSampler, memory_kib, spread, summary
 
 SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}&format={fmt}"
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 TTFB_ROUNDS = 30
+SMALL = 4096  # the small log of the request-rate and probe cases
 
 
 def parse_size(text: str) -> int:
@@ -75,6 +77,11 @@ class Options:
     profile: bool
     quick: bool
     work: Path | None = None
+    small_clients: int = 16
+    small_duration: float = 5.0
+    probe_clients: int = 256
+    probe_duration: float = 15.0
+    probe_workers: tuple[int, ...] = (1, 2)
 
 
 @dataclass
@@ -93,6 +100,10 @@ class Run:
     profiles: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     # TTFB alone, sizes fetched in turn (headers, then the connection is closed).
     ttfb_probe: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Requests per second of a small log, each case `repeats` times in turn.
+    small: list[dict[str, Any]] = field(default_factory=list)
+    # Probes and a new small download while many clients download at full speed.
+    saturation: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     # Kept for the plots only, not written: the client's gaps of each case's last run.
     gaps: dict[str, list[float]] = field(default_factory=dict)
@@ -228,6 +239,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                 _alternate(run, opts.repeats, "json", size, json_cases)
                 print(f"json {size_name(size)} done", file=sys.stderr, flush=True)
             _ttfb_probe(run, opts, streamer, token)
+            _small_cases(run, opts, streamer, baseline, nginx, token)
             if opts.profile:
                 for fmt in ("txt", "json"):
                     size = max(s for s in [*opts.sizes, *opts.json_sizes] if s <= GIB)
@@ -236,6 +248,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                         run, f"streamer {fmt} {size_name(size)}", streamer.pid, url, token, work
                     )
             _concurrency(run, opts, root, work, token)
+            _saturation(run, opts, root, work, token)
         finally:
             if nginx is not None:
                 nginx.stop()
@@ -255,6 +268,76 @@ def _ttfb_probe(run: Run, opts: Options, streamer: servers.Server, token: str) -
             seen[size].append(fetch(url, token, first_bytes_only=True).ttfb_s)
             time.sleep(0.1)
     run.ttfb_probe = {str(size): spread(values) for size, values in seen.items()}
+
+
+def _small_cases(
+    run: Run,
+    opts: Options,
+    streamer: servers.Server,
+    baseline: servers.Server,
+    nginx: servers.Server | None,
+    token: str,
+) -> None:
+    """Requests per second of a 4 KiB log, `small_clients` clients, a new connection per
+    request: streamer as configured (auth, metrics and access log on), its answer to
+    `If-None-Match` (304), and beside them the raw ASGI app on the same uvicorn (the
+    ceiling of any ASGI app) and nginx."""
+    key = f"models/{MODEL}/runs/{run_id(SMALL)}/training.log"
+    url = _download_url(streamer.url, SMALL, "txt")
+    etag = fetch(url, token, first_bytes_only=True).headers.get("etag", "")
+    cases: list[tuple[str, str, str | None, dict[str, str]]] = [
+        ("streamer", url, token, {}),
+        ("streamer, If-None-Match (304)", url, token, {"If-None-Match": etag}),
+        (RAW_ASGI, f"{baseline.url}/raw/{key}", None, {}),
+    ]
+    if nginx is not None:
+        cases.append(("nginx", f"{nginx.url}/{key}", None, {}))
+    for _, url_, token_, headers in cases:  # warm: imports, caches, the page cache
+        run_load_sync(url_, token_, opts.small_clients, 0.3, headers=headers)
+    for repeat in range(opts.repeats):
+        for name, url_, token_, headers in cases:
+            result = run_load_sync(
+                url_, token_, opts.small_clients, opts.small_duration, headers=headers
+            )
+            run.small.append(
+                {
+                    "case": name,
+                    "repeat": repeat,
+                    "clients": opts.small_clients,
+                    "requests_per_s": result["requests_per_s"],
+                    "ttfb_p50_s": result["ttfb_s"]["p50"],
+                    "ttfb_p99_s": result["ttfb_s"]["p99"],
+                    "errors": result["errors"],
+                }
+            )
+    print("small logs done", file=sys.stderr, flush=True)
+
+
+def _saturation(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
+    """Probes under load, on a fresh streamer per worker count: `probe_clients` clients
+    download the concurrency-size log at full speed while a separate client times
+    /healthz, /readyz and the first byte of a new small download."""
+    for workers in opts.probe_workers:
+        log = work / "logs" / f"streamer-saturation-{workers}.log"
+        env = {"STREAMER_WORKERS": str(workers)}
+        with servers.streamer(str(root), SECRET, log, env=env) as streamer:
+            big = _download_url(streamer.url, opts.concurrency_size, "txt")
+            small = _download_url(streamer.url, SMALL, "txt")
+            fetch(big, token, timeout=300)
+            try:
+                result = probes_under_load(
+                    streamer.url, big, small, token, opts.probe_clients, opts.probe_duration
+                )
+            except Exception as exc:
+                run.errors.append(f"saturation workers={workers}: {type(exc).__name__}: {exc}")
+                continue
+        run.saturation.append({"workers": workers, "size": opts.concurrency_size, **result})
+        print(
+            f"saturation, {workers} worker(s): {result['load_mb_per_s']:.0f} MB/s, /healthz p99"
+            f" {result['probes']['healthz']['p99'] * 1e3:.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _concurrency(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
@@ -502,7 +585,9 @@ def execute(opts: Options) -> Path:
     work.chmod(0o755)  # nginx's workers run as an unprivileged user and must read it
     try:
         root = work / "store"
-        sizes = sorted({*opts.sizes, *opts.json_sizes, *opts.s3_sizes, opts.concurrency_size})
+        sizes = sorted(
+            {*opts.sizes, *opts.json_sizes, *opts.s3_sizes, opts.concurrency_size, SMALL}
+        )
         print(f"writing artifacts {[size_name(s) for s in sizes]}", file=sys.stderr, flush=True)
         seed_store(root, sizes)
         token = issue_token(SECRET, "bench", ORG, ["model:read"], ttl_s=24 * 3600)
@@ -532,11 +617,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tune", action="store_true", help="skip the chunk/buffer sweep")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--work", type=Path, help="scratch folder for the artifacts")
+    parser.add_argument("--small-clients", type=int, default=16, help="clients of the 4 KiB case")
+    parser.add_argument("--small-duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--probe-clients", type=int, default=256, help="load under the probes")
+    parser.add_argument("--probe-duration", type=float, default=15.0)
+    parser.add_argument("--probe-workers", default="1,2", help="STREAMER_WORKERS values")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = args.json_sizes = args.s3_sizes = args.concurrency_size = "1M"
         args.repeats, args.concurrency, args.duration = 2, "1,8", 1.0
         args.no_tune = args.no_profile = True
+        args.small_duration, args.probe_clients, args.probe_duration = 0.5, 8, 4.0
 
     def sizes(text: str) -> list[int]:
         return [parse_size(part) for part in text.split(",") if part.strip()]
@@ -555,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
         profile=not args.no_profile,
         quick=args.quick,
         work=args.work,
+        small_clients=args.small_clients,
+        small_duration=args.small_duration,
+        probe_clients=args.probe_clients,
+        probe_duration=args.probe_duration,
+        probe_workers=tuple(int(n) for n in args.probe_workers.split(",") if n.strip()),
     )
     out = execute(opts)
     print(json.dumps({"report": str(out / "report.md")}))

@@ -225,8 +225,86 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         )
     else:
         out.append(_target("rate-limited clients: peak RSS bound", float("nan"), 0, False))
+    out += _responsiveness_targets(run)
     errors = sum(c["errors"] for c in run["concurrency"]) + len(run["errors"])
+    errors += sum(c["errors"] for c in run.get("small", []))
+    errors += sum(c["load_errors"] for c in run.get("saturation", []))
     out.append(_target("zero errors", float(errors), 0.0, False))
+    return out
+
+
+# Aggregate MB/s of 256 clients downloading 100 MiB at full speed from one worker, before
+# probes were answered in the protocol and streams took turns (bench/results/2026-11-26).
+BEFORE_256_FULL_MB_S = 2858.0
+NGINX = "nginx"
+SMALL_304 = "streamer, If-None-Match (304)"
+
+
+def small_rates(run: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Requests per second of each small-log case: median, min and max over the repeats."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for row in run.get("small", []):
+        grouped[row["case"]].append(row["requests_per_s"])
+    return {case: spread(values) for case, values in grouped.items()}
+
+
+def _responsiveness_targets(run: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    rates = small_rates(run)
+    nan = float("nan")
+
+    def rate(case: str) -> float:
+        return rates[case]["median"] if case in rates else nan
+
+    ceiling = rate(RAW_ASGI)
+    beside = f"raw ASGI {ceiling:.0f}/s, nginx {rate(NGINX):.0f}/s"
+    out.append(
+        _target(
+            "4 KiB log, 16 clients: requests/s >= 0.5x the raw ASGI app",
+            rate("streamer") / ceiling,
+            0.5,
+            True,
+            f"streamer {rate('streamer'):.0f}/s; {beside}",
+        )
+    )
+    out.append(
+        _target(
+            "If-None-Match revalidations (304): requests/s >= 0.6x the raw ASGI app",
+            rate(SMALL_304) / ceiling,
+            0.6,
+            True,
+            f"streamer {rate(SMALL_304):.0f}/s; {beside}",
+        )
+    )
+    one = next((s for s in run.get("saturation", []) if s["workers"] == 1), None)
+    limits = (
+        ("healthz", "/healthz p99", 0.020),
+        ("readyz", "/readyz p99", 0.050),
+        ("download_first_byte", "first byte of a new 4 KiB download p99", 0.100),
+    )
+    clients = one["clients"] if one else 256
+    for kind, label, goal in limits:
+        value = one["probes"][kind]["p99"] if one else nan
+        note = ""
+        if one:
+            p = one["probes"][kind]
+            note = f"p50 {p['p50'] * 1e3:.1f} ms, max {p['max'] * 1e3:.1f} ms, n={p['n']:.0f}"
+        out.append(
+            _target(f"{clients} clients at full speed: {label} (s)", value, goal, False, note)
+        )
+    throughput = one["load_mb_per_s"] / BEFORE_256_FULL_MB_S if one else nan
+    out.append(
+        _target(
+            f"{clients} clients at full speed: aggregate MB/s >= 0.9x 2026-11-26's",
+            throughput,
+            0.9,
+            True,
+            f"{one['load_mb_per_s']:.0f} MB/s against {BEFORE_256_FULL_MB_S:.0f} in another"
+            " run: a comparison across runs on a shared machine"
+            if one
+            else "",
+        )
+    )
     return out
 
 
@@ -377,6 +455,7 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
             f" {c['server']['cpu_s_per_gib']:.2f} | {c['idle_rss_mib']:.0f} |"
             f" {c['server']['rss_peak_mib']:.0f} |"
         )
+    lines += _responsiveness_lines(run)
     if run["tuning"]:
         lines += [
             "",
@@ -405,6 +484,49 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
         lines += ["", "## Errors", ""] + [f"- {e}" for e in run["errors"]]
     lines += ["", "Plots: throughput.png, gaps.png, rss.png.", ""]
     return "\n".join(lines)
+
+
+def _responsiveness_lines(run: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rates = small_rates(run)
+    if rates:
+        clients = run["small"][0]["clients"]
+        lines += [
+            "",
+            f"## Small logs: requests per second (4 KiB, {clients} clients, a connection each)",
+            "",
+            "streamer with auth, metrics and the access log on, as served; the raw ASGI app on"
+            " the same uvicorn is the ceiling of any ASGI app here.",
+            "",
+            "| case | requests/s | x raw ASGI | TTFB p50 ms (last run) |",
+            "|---|---|---|---|",
+        ]
+        ceiling = rates.get(RAW_ASGI, {}).get("median", float("nan"))
+        last = {row["case"]: row for row in run["small"]}
+        for case, s in rates.items():
+            lines.append(
+                f"| {case} | {s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f}) |"
+                f" {s['median'] / ceiling:.2f} | {last[case]['ttfb_p50_s'] * 1e3:.2f} |"
+            )
+    if run.get("saturation"):
+        lines += [
+            "",
+            "## Probes under load (streamer, txt, every client at full speed)",
+            "",
+            "| workers | clients | aggregate MB/s | /healthz p50/p99/max ms |"
+            " /readyz p50/p99/max ms | new 4 KiB first byte p50/p99/max ms | probes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for s in run["saturation"]:
+            cells = [
+                "/".join(f"{s['probes'][kind][q] * 1e3:.1f}" for q in ("p50", "p99", "max"))
+                for kind in ("healthz", "readyz", "download_first_byte")
+            ]
+            lines.append(
+                f"| {s['workers']} | {s['clients']} | {s['load_mb_per_s']:.0f} |"
+                f" {' | '.join(cells)} | {s['probes']['healthz']['n']:.0f} each |"
+            )
+    return lines
 
 
 def plots(
