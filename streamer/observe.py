@@ -93,6 +93,8 @@ class Observe:
         self._inflight = 0
         self._idle: anyio.Event | None = None
         self._retries_counted = 0
+        # The labelled children of the request counter, looked up once per label set.
+        self._requests: dict[tuple[str, int, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -222,7 +224,11 @@ class Observe:
         route = route_name(target(scope))
         status = exchange.status or 500
         fmt = info.get("format") or "none"
-        metrics.REQUESTS.labels(route, str(status), fmt).inc()
+        labels = (route, status, fmt)
+        counter = self._requests.get(labels)
+        if counter is None:
+            counter = self._requests[labels] = metrics.REQUESTS.labels(route, str(status), fmt)
+        counter.inc()
         metrics.BYTES_SENT.inc(exchange.bytes)
         if exchange.streaming:
             metrics.ACTIVE_STREAMS.dec()
