@@ -146,8 +146,13 @@ def test_pods_follow_the_operating_rules(folder: Path) -> None:
             assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
             assert "memory" in container["resources"]["limits"]
         (streamer,) = [c for c in spec["containers"] if "streamer" in c["image"]]
-        assert streamer["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert streamer["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        liveness, readiness = streamer["livenessProbe"], streamer["readinessProbe"]
+        assert liveness["httpGet"]["path"] == "/healthz"
+        assert readiness["httpGet"]["path"] == "/readyz"
+        # Measured under load (bench, "Probes under load"): answers within a second even
+        # on a busy shared machine; no one slow answer may restart or unready a busy pod.
+        assert liveness["timeoutSeconds"] >= 2 and liveness["failureThreshold"] >= 3
+        assert readiness["timeoutSeconds"] >= 2 and readiness["failureThreshold"] >= 2
         mounts = {m["mountPath"]: m["name"] for m in streamer["volumeMounts"]}
         env = env_of(streamer, docs)
         assert "emptyDir" in volumes[mounts["/tmp"]]
