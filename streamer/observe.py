@@ -177,9 +177,10 @@ class Observe:
         if path == "/readyz" and (ready := self.readiness.known()) is None:
             return None
         started = time.perf_counter()
-        status, headers, body = self._probe_answer(scope, ready)
+        rid = request_id(_header(scope, b"x-request-id"))
+        status, headers, body = self._probe_answer(scope, ready, rid)
         body = b"" if method == "HEAD" else body
-        exchange = _Exchange(started, status, headers[-1][1].decode(), len(body), complete=True)
+        exchange = _Exchange(started, status, rid, len(body), complete=True)
         exchange.first_byte_at = time.perf_counter()
         self._record(scope, exchange, "complete")
         return status, headers, body
@@ -188,17 +189,18 @@ class Observe:
         ready = None
         if scope["path"] == "/readyz" and scope["method"] in ("GET", "HEAD"):
             ready = await self.readiness.check()
-        status, headers, body = self._probe_answer(scope, ready)
+        rid = request_id(_header(scope, b"x-request-id"))
+        status, headers, body = self._probe_answer(scope, ready, rid)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
 
-    def _probe_answer(self, scope: Scope, ready: tuple[bool, str] | None) -> Answer:
-        """Status, headers (X-Request-ID last) and body of a probe or a scrape."""
+    def _probe_answer(self, scope: Scope, ready: tuple[bool, str] | None, rid: str) -> Answer:
+        """Status, headers and body of a probe or a scrape; `ready` is the readiness answer
+        (for a GET or HEAD of /readyz)."""
         path: str = scope["path"]
         method: str = scope["method"]
-        rid = request_id(_header(scope, b"x-request-id"))
         status, media_type, body = 200, "text/plain; charset=utf-8", b"ok\n"
         if method not in ("GET", "HEAD"):
             error = errors.MethodNotAllowed()
@@ -212,10 +214,10 @@ class Observe:
             (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
+            (b"x-request-id", rid.encode()),
         ]
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
-        headers.append((b"x-request-id", rid.encode()))
         return status, headers, body
 
     def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:
