@@ -627,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = args.json_sizes = args.s3_sizes = args.concurrency_size = "1M"
         args.repeats, args.concurrency, args.duration = 2, "1,8", 1.0
         args.no_tune = args.no_profile = True
-        args.small_duration, args.probe_clients, args.probe_duration = 0.5, 8, 4.0
+        args.small_duration, args.probe_clients, args.probe_duration = 0.5, 8, 3.0
+        args.probe_workers = "1"
 
     def sizes(text: str) -> list[int]:
         return [parse_size(part) for part in text.split(",") if part.strip()]

@@ -84,6 +84,28 @@ def test_concurrency_and_targets_are_reported(quick_run: tuple[Path, dict[str, A
     assert "## Targets" in report and "## Concurrency" in report
 
 
+def test_small_logs_and_probes_under_load_are_reported(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, results = quick_run
+    cases = {row["case"] for row in results["small"]}
+    expected = {"streamer", "streamer, If-None-Match (304)", RAW_ASGI}
+    if servers.nginx_binary() is not None:
+        expected.add("nginx")
+    assert cases == expected
+    assert all(row["errors"] == 0 and row["requests_per_s"] > 0 for row in results["small"])
+    (saturation,) = results["saturation"]
+    assert saturation["workers"] == 1 and saturation["load_errors"] == 0
+    for kind in ("healthz", "readyz", "download_first_byte"):
+        assert saturation["probes"][kind]["n"] > 0
+        assert saturation["probe_failures"][kind] == 0
+    targets = [t["target"] for t in results["targets"]]
+    assert any("0.5x the raw ASGI app" in t for t in targets)
+    assert any("/healthz p99" in t for t in targets)
+    report = (out / "report.md").read_text()
+    assert "## Small logs" in report and "## Probes under load" in report
+
+
 def test_the_report_is_written_again_from_its_json(
     quick_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
