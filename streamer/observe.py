@@ -206,7 +206,8 @@ class Observe:
             error = errors.MethodNotAllowed()
             status, media_type, body = 405, "application/problem+json", errors.problem(error, rid)
         elif path == "/readyz":
-            assert ready is not None
+            if ready is None:
+                raise ValueError("/readyz is answered with a readiness check")
             status, body = (200 if ready[0] else 503), ready[1].encode() + b"\n"
         elif path == "/metrics":
             media_type, body = metrics.CONTENT_TYPE, metrics.exposition()
