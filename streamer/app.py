@@ -8,21 +8,23 @@ from datetime import UTC, datetime
 
 from starlette.datastructures import Headers
 
-from . import errors
+from . import errors, routes
 from .allocator import tune_allocator
 from .asgi import Receive, Send
 from .asgi import Scope as Scope
-from .auth import Authenticator, TokenCache, authorize
+from .auth import Authenticator, Principal, TokenCache, authorize
 from .catalog import Catalog, LogObject, valid_model_id
 from .coding import Chain, GzipEncoder
 from .config import Settings, load_settings
+from .cursors import CursorCodec, cursor_keys
 from .encoders import LineEncoder
 from .errors import StreamerError
 from .observe import Observe, annotate
 from .ops import StreamSlots
+from .pages import TERMINAL, check_version, page_body, parse_page_query, plan_page
 from .plan import (
+    SECURITY_HEADERS,
     ResponsePlan,
-    match_download,
     negotiation_headers,
     parse_query,
     plan_response,
@@ -30,6 +32,7 @@ from .plan import (
     target,
 )
 from .pump import StreamAborted, Transform, pump, read_size
+from .seek import open_log, read_page
 from .storage import GzipReader, ObjectReader, Store
 from .turns import Turns
 
@@ -47,6 +50,7 @@ class Streamer:
         self._catalog: Catalog | None = None
         self.slots = StreamSlots(settings.max_streams)
         self.turns = Turns()
+        self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
 
     @property
     def store(self) -> Store:
@@ -88,13 +92,17 @@ class Streamer:
         rid = request_id(headers.get("x-request-id"))
         method: str = scope["method"]
         try:
-            model_id = match_download(target(scope))
-            if model_id is None:
+            found = routes.match(target(scope))
+            if found is None:
                 raise errors.NotFound()
+            route, model_id = found
             if method not in ("GET", "HEAD"):
                 raise errors.MethodNotAllowed()
             principal = await self.tokens.authenticate(headers.get("authorization"))
             annotate(scope, subject=principal.subject, organization=principal.organization)
+            if route.name == "logs":
+                await self._page(scope, model_id, principal, method, rid, send)
+                return
             query = parse_query(scope.get("query_string", b""))
             # Only an id of the catalog's shape reaches the access log: the path is the client's.
             annotate(scope, model=model_id if valid_model_id(model_id) else None)
@@ -116,6 +124,41 @@ class Streamer:
                 await self._download(plan, log, method, rid, receive, send)
         except StreamerError as error:
             await _problem(send, error, rid, method)
+
+    async def _page(
+        self, scope: Scope, model_id: str, principal: Principal, method: str, rid: str, send: Send
+    ) -> None:
+        """Get Logs: one page of a log as a JSON envelope."""
+        query = parse_page_query(scope.get("query_string", b""))
+        plan = plan_page(model_id, query, self.cursors)
+        annotate(scope, model=model_id if valid_model_id(model_id) else None)
+        authorize(principal)
+        assert principal.organization is not None  # authorize() refuses None
+        log = await self._resolve(model_id, principal.organization, plan.run_id)
+        annotate(scope, run=log.run.run_id)
+        check_version(plan, log)
+        try:
+            file = await open_log(self.store, log)
+            try:
+                page = await read_page(file, plan, log.run.status in TERMINAL)
+            finally:
+                await file.aclose()
+        except FileNotFoundError:
+            raise errors.LogsPurged() from None
+        except StreamerError:
+            raise
+        except Exception as exc:
+            logger.warning("store read failed for %s: %s", log.key, type(exc).__name__)
+            raise errors.UpstreamError() from None
+        body = page_body(plan, page, log, self.cursors)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *SECURITY_HEADERS,
+            (b"x-request-id", rid.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
     async def _resolve(self, model_id: str, organization: str, run_id: str | None) -> LogObject:
         """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
+from .cursors import random_key
 from .storage import Store, StoreUnreachable
 
 EXIT_CONFIG = 2
@@ -61,6 +62,9 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
     for name, value in flags.items():
         if value is not None:
             os.environ[ENV_PREFIX + name.upper()] = value
+    if settings.cursor_keys is None and settings.jwt_secret is None:
+        # Workers would each draw their own; one key for all keeps cursors valid across them.
+        os.environ[ENV_PREFIX + "CURSOR_KEYS"] = random_key()
     import uvicorn
 
     from . import metrics

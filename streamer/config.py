@@ -64,6 +64,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _keys(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in text.split(","))
+    if not keys or any(len(key) < 16 for key in keys):
+        raise ValueError("must be comma-separated keys of at least 16 characters each")
+    return keys
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
 
@@ -103,6 +110,12 @@ class Settings:
     drain_delay_s: float = _setting(0.0, _non_negative_float, "serve on after SIGTERM, seconds")
     grace_s: float = _setting(30.0, _non_negative_float, "time running downloads get to finish")
     gzip: bool = _setting(False, _bool, "gzip responses on the fly for clients that accept it")
+    cursor_keys: tuple[str, ...] | None = _setting(
+        None,
+        _keys,
+        "Get Logs cursor HMAC keys, comma-separated: the first signs, all verify"
+        " (default: derived from the JWT secret)",
+    )
 
     def env_name(self, name: str) -> str:
         return ENV_PREFIX + name.upper()

@@ -5,6 +5,7 @@
     │   ├── InvalidFormat              400 invalid_format
     │   ├── InvalidFields              400 invalid_fields
     │   ├── InvalidQuery               400 invalid_query
+    │   ├── InvalidCursor              400 invalid_cursor
     │   └── MalformedRequest           400 malformed_request (not HTTP/1.1; protocol.py)
     ├── Unauthorized                   401
     │   ├── MissingToken               401 missing_token
@@ -66,6 +67,14 @@ class InvalidFields(BadRequest):
 class InvalidQuery(BadRequest):
     code = "invalid_query"
     default_detail = "The query string is malformed."
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+    default_detail = (
+        "The cursor is malformed, altered, made for another log or query, or made on a"
+        " version of the log that was replaced."
+    )
 
 
 REALM = 'Bearer realm="streamer"'

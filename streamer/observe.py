@@ -26,8 +26,9 @@ from .asgi import Message, Receive, Scope, Send
 from .config import Settings
 from .ops import Drain, Readiness
 from .ops import Service as Checked
-from .plan import match_download, request_id, route_name, target
+from .plan import match_download, request_id, target
 from .pump import StreamAborted
+from .routes import route_name
 
 PROBES = ("/healthz", "/readyz", "/metrics")
 

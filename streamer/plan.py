@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from starlette.datastructures import Headers, QueryParams
 
+from . import routes
 from .catalog import LogObject
 from .coding import accepts_gzip
 from .conditions import http_date, if_range_holds, make_etag, not_modified
@@ -40,9 +40,6 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
 ]
 
-DOWNLOAD_ROUTE = re.compile(
-    r"/api/v1/models/(?P<model_id>[^/]*)/training(?P<alias>-metrics|/metrics)/logs/download"
-)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -63,18 +60,13 @@ def target(scope: Mapping[str, Any]) -> str:
     return raw.decode("latin-1") if raw else str(scope["path"])
 
 
+route_name = routes.route_name
+
+
 def match_download(path: str) -> str | None:
     """The model_id of a download path as sent (the route or its alias), else None."""
-    match = DOWNLOAD_ROUTE.fullmatch(path)
-    return unquote(match["model_id"], errors="replace") if match else None
-
-
-def route_name(path: str) -> str:
-    """A label for metrics: the route template, never the raw path."""
-    match = DOWNLOAD_ROUTE.fullmatch(path)
-    if match:
-        return f"/api/v1/models/{{model_id}}/training{match['alias']}/logs/download"
-    return path if path in ("/healthz", "/readyz", "/metrics") else "unmatched"
+    found = routes.match(path)
+    return found[1] if found is not None and found[0].name == "download" else None
 
 
 def parse_query(query_string: bytes) -> Query:

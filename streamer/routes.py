@@ -1,0 +1,48 @@
+"""The routes of the API, in one table: the app dispatches on it, metrics label by it.
+
+Paths are matched as sent (still percent-encoded): an encoded "/" stays inside the
+model_id segment. Each route has an alias, `training/metrics` for `training-metrics`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+RouteName = Literal["download", "logs"]
+
+
+@dataclass(frozen=True)
+class Route:
+    name: RouteName
+    pattern: re.Pattern[str]
+    suffix: str
+
+
+def _route(name: RouteName, suffix: str) -> Route:
+    prefix = r"/api/v1/models/(?P<model_id>[^/]*)/training(?P<alias>-metrics|/metrics)/logs"
+    return Route(name, re.compile(prefix + re.escape(suffix)), suffix)
+
+
+ROUTES = (_route("download", "/download"), _route("logs", ""))
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+def match(path: str) -> tuple[Route, str] | None:
+    """The route of a path as sent and its model_id (decoded), else None."""
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found:
+            return route, unquote(found["model_id"], errors="replace")
+    return None
+
+
+def route_name(path: str) -> str:
+    """A label for metrics and the access log: the route template, never the raw path."""
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found:
+            return f"/api/v1/models/{{model_id}}/training{found['alias']}/logs{route.suffix}"
+    return path if path in PROBES else "unmatched"
