@@ -107,7 +107,8 @@ class Page:
 
 def parse_page_query(query_string: bytes) -> PageQuery:
     """The query of Get Logs; InvalidQuery (naming the parameter), InvalidFields."""
-    params = QueryParams(query_string)
+    # Raw UTF-8 in a query string (not valid in a URI, but sent) reads as UTF-8, like %-escapes.
+    params = QueryParams(query_string.decode("utf-8", "replace"))
 
     def one(name: str) -> str | None:
         values = params.getlist(name)

@@ -216,14 +216,17 @@ async def lines_from(file: LogFile, position: int, stop: int, count: int) -> lis
     return parse_block(data[: at + 1], position)
 
 
-async def _whole_lines(file: LogFile, position: int, high: int, end: int) -> bytes:
+async def _whole_lines(
+    file: LogFile, position: int, high: int, end: int, *, grow: bool = True
+) -> bytes:
     """Whole lines from `position` (a line start) to the last "\\n" before `high`, or the
-    first line whole when it is longer; at `end` the last line may lack its "\\n"."""
+    first line whole when it is longer (unless not `grow`: then nothing); at `end` the
+    last line may lack its "\\n"."""
     data = await file.read(position, high)
     if high >= end:
         return data
     cut = data.rfind(b"\n") + 1
-    if cut:
+    if cut or not grow:
         return data[:cut]
     parts, block = [data], max(len(data), BLOCK)
     while high < end:
@@ -314,9 +317,12 @@ def _matcher(plan: PagePlan) -> Callable[[Line, str | None], bool]:
     return match
 
 
-async def _block_before(file: LogFile, high: int, start: int, size: int) -> tuple[bytes, int]:
+async def _block_before(
+    file: LogFile, high: int, start: int, size: int, *, grow: bool = True
+) -> tuple[bytes, int]:
     """Whole lines that end at `high` (a line start), about `size` bytes read backward:
-    (the bytes, where they start). Longer when one line is."""
+    (the bytes, where they start). Longer when one line is, unless not `grow`: then
+    nothing."""
     data, low = b"", high
     while low > start:
         new_low = max(start, low - size)
@@ -327,14 +333,17 @@ async def _block_before(file: LogFile, high: int, start: int, size: int) -> tupl
         at = data.find(b"\n", 0, min(len(more), len(data) - 1))
         if at >= 0:
             return data[at + 1 :], low + at + 1
+        if not grow:
+            return b"", high
         size = min(2 * size, MAX_BLOCK)
     return data, low
 
 
 async def _level_before(file: LogFile, position: int, start: int) -> tuple[str | None, int]:
-    """The level of the last shaped line that starts in [start, position), and bytes read."""
+    """The level of the last shaped line that starts in [start, position), and bytes read
+    (at most about PROBE_BUDGET: beyond, the lines at `position` count as having none)."""
     high, scanned = position, 0
-    while high > start and scanned < SCAN_BUDGET:
+    while high > start and scanned < PROBE_BUDGET:
         data, low = await _block_before(file, high, start, BLOCK)
         scanned += len(data)
         for line in reversed(parse_block(data, low)):
@@ -353,9 +362,12 @@ async def scan_forward(
     if plan.levels is not None:
         level, scanned = await _level_before(file, position, start)
     found: list[Line] = []
+    first = position
     while position < stop and scanned < SCAN_BUDGET:
         size = min(SCAN_BLOCK, SCAN_BUDGET - scanned)
-        data = await _whole_lines(file, position, min(stop, position + size), stop)
+        high = min(stop, position + size)
+        # Past the budget only to read one line whole, when the page has no other way on.
+        data = await _whole_lines(file, position, high, stop, grow=position == first)
         if not data:
             break
         for line in parse_block(data, position):
@@ -388,7 +400,10 @@ async def scan_backward(
     pending: list[Line] = []  # file order
     high, scanned = position, 0
     while high > start and scanned < SCAN_BUDGET:
-        data, low = await _block_before(file, high, start, min(SCAN_BLOCK, SCAN_BUDGET - scanned))
+        size = min(SCAN_BLOCK, SCAN_BUDGET - scanned)
+        data, low = await _block_before(file, high, start, size, grow=high == position)
+        if not data:
+            break
         scanned += len(data)
         level: str | None = None
         seen = False
