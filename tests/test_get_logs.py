@@ -85,7 +85,7 @@ def walk(
     cursor: str | None = None
     while True:
         query = dict(params) if cursor is None else {"cursor": cursor, "limit": params["limit"]}
-        response = page(server, token, model, **query)
+        response = page(server, token, model, **{k: str(v) for k, v in query.items()})
         assert response.status_code == 200, response.text
         body = response.json()
         assert len(body["data"]) <= int(params["limit"])
