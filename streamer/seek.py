@@ -59,6 +59,13 @@ class LogFile:
                 return await self._fetch(start, first) + data[: end - first]
         return await self._fetch(start, end)
 
+    def cached_end(self, start: int) -> int | None:
+        """Where the kept block that holds offset `start` ends, if one does."""
+        for first, data in self._cache:
+            if first <= start < first + len(data):
+                return first + len(data)
+        return None
+
     async def _fetch(self, start: int, end: int) -> bytes:
         reader = await self.store.open(self.key, start, end)
         parts: list[bytes] = []
@@ -222,6 +229,9 @@ async def _whole_lines(
     """Whole lines from `position` (a line start) to the last "\\n" before `high`, or the
     first line whole when it is longer (unless not `grow`: then nothing); at `end` the
     last line may lack its "\\n"."""
+    kept = file.cached_end(position)
+    if grow and kept is not None and position < kept < high:
+        high = kept  # what is at hand first: a request saved, and lines grow it if need be
     data = await file.read(position, high)
     if high >= end:
         return data
