@@ -10,7 +10,7 @@ cut of long messages, and an order on RFC 3339 times. No I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -22,14 +22,14 @@ MAX_MESSAGE = 65_536
 TimeKey = tuple[int, str]
 """An instant that sorts: seconds since 1970 (of a proleptic calendar), fraction digits."""
 
+_NEWLINE = re.compile(b"\n")
 _TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One log line: [offset, end) in the log (its "\\n" included) and its model."""
 
     offset: int
@@ -53,17 +53,12 @@ def parse_block(block: bytes, base: int) -> list[Line]:
         return []
     encoder = LineEncoder("json", "default")
     records = orjson.loads(encoder.feed(block) + encoder.finish())
-    starts = [0]
-    find = block.find
-    at = find(b"\n")
-    while at >= 0 and at + 1 < len(block):
-        starts.append(at + 1)
-        at = find(b"\n", at + 1)
-    starts.append(len(block))
-    assert len(starts) == len(records) + 1, "the encoder and the splitter disagree"
+    ends = [base + found.end() for found in _NEWLINE.finditer(block)]
+    if not ends or ends[-1] != base + len(block):
+        ends.append(base + len(block))
     return [
-        Line(base + starts[i], base + starts[i + 1], r["timestamp"], r["level"], r["message"])
-        for i, r in enumerate(records)
+        Line(start, end, record["timestamp"], record["level"], record["message"])
+        for start, end, record in zip([base, *ends[:-1]], ends, records, strict=True)
     ]
 
 

@@ -314,6 +314,17 @@ async def lower_bound(file: LogFile, key: TimeKey | None, low: int, high: int, e
     return answer
 
 
+def _needle(plan: PagePlan) -> bytes | None:
+    """Bytes that every line of a block that can match holds, to skip parsing the others.
+
+    Without a level filter, lines are independent; a substring with no U+FFFD is in a
+    decoded message only where its UTF-8 bytes are in the raw line.
+    """
+    if plan.levels is not None or plan.contains is None or "\ufffd" in plan.contains:
+        return None
+    return plan.contains.encode()
+
+
 def _matcher(plan: PagePlan) -> Callable[[Line, str | None], bool]:
     """Whether a line matches the filters, given its effective level."""
     levels = frozenset(plan.levels) if plan.levels is not None else None
@@ -373,6 +384,7 @@ async def scan_forward(
         level, scanned = await _level_before(file, position, start)
     found: list[Line] = []
     first = position
+    needle = _needle(plan)
     while position < stop and scanned < SCAN_BUDGET:
         size = min(SCAN_BLOCK, SCAN_BUDGET - scanned)
         high = min(stop, position + size)
@@ -380,7 +392,8 @@ async def scan_forward(
         data = await _whole_lines(file, position, high, stop, grow=position == first)
         if not data:
             break
-        for line in parse_block(data, position):
+        lines = [] if needle is not None and needle not in data else parse_block(data, position)
+        for line in lines:
             if line.shaped:
                 level = line.level
             if match(line, level):
@@ -409,6 +422,7 @@ async def scan_backward(
     found: list[Line] = []  # the latest first
     pending: list[Line] = []  # file order
     high, scanned = position, 0
+    needle = _needle(plan)
     while high > start and scanned < SCAN_BUDGET:
         size = min(SCAN_BLOCK, SCAN_BUDGET - scanned)
         data, low = await _block_before(file, high, start, size, grow=high == position)
@@ -419,7 +433,8 @@ async def scan_backward(
         seen = False
         unknown: list[Line] = []
         known: list[tuple[Line, str | None]] = []
-        for line in parse_block(data, low):
+        lines = [] if needle is not None and needle not in data else parse_block(data, low)
+        for line in lines:
             if line.shaped:
                 level, seen = line.level, True
             if seen or not by_level:

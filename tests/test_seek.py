@@ -302,3 +302,33 @@ def test_a_growing_log_holds_back_its_unterminated_line(tmp_path: Path) -> None:
         "step 0000001 loss=0.0001",
     ]
     assert page.far == size
+
+
+def _generated(size: int) -> tuple[LogFile, int]:
+    from tests.generated import put_generated
+
+    key = f"generated-{size}.log"
+    log = put_generated("memory://seek-tests", key, size)
+    return LogFile(Store.from_url("memory://seek-tests"), key, log.size), log.size
+
+
+@pytest.mark.parametrize("direction", ["backward", "forward"])
+def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
+    """(The 100 MB walk is `python -m bench.pages --walk`: 30 s a direction here.)"""
+    from tests.generated import LINE, line
+
+    file, size = _generated(5_000_000)
+    pages = anyio.run(walk, file, plan(direction, 1000))
+    walked = flatten(pages, direction)
+    assert len(walked) == size // LINE and len(pages) == -(-len(walked) // 1000)
+    for number, got in enumerate(walked):
+        assert (got.offset, got.end) == (number * LINE, number * LINE + LINE)
+    for number in (0, 1, 999, 123_455, len(walked) - 1):
+        text = line(number)[:-1].decode()
+        assert walked[number].message == text[text.index("] ") + 2 :]
+    # Filters: every 1000th line is an ERROR; "step 12345" is in 1 + 10 + 100 + ... lines.
+    errors = flatten(anyio.run(walk, file, plan(direction, 1000, levels=("ERROR",))), direction)
+    assert [got.offset for got in errors] == list(range(999 * LINE, size, 1000 * LINE))
+    found = flatten(anyio.run(walk, file, plan(direction, 7, contains="step 12345")), direction)
+    expected = [n for n in range(size // LINE) if str(n).startswith("12345")]
+    assert [got.offset // LINE for got in found] == expected
