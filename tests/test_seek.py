@@ -323,7 +323,7 @@ def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
     assert len(walked) == size // LINE and len(pages) == -(-len(walked) // 1000)
     for number, got in enumerate(walked):
         assert (got.offset, got.end) == (number * LINE, number * LINE + LINE)
-    for number in (0, 1, 999, 123_455, len(walked) - 1):
+    for number in (0, 1, 999, len(walked) // 2, len(walked) - 1):
         text = line(number)[:-1].decode()
         assert walked[number].message == text[text.index("] ") + 2 :]
     # Filters: every 1000th line is an ERROR; "step 12345" is in 1 + 10 + 100 + ... lines.
