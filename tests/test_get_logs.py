@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -33,6 +33,8 @@ def pages_store(store_url: str) -> str:
         ("run-long", "completed", LONG_LOG),
         ("run-replaced", "failed", PAGES_LOG),
         ("run-grow", "running", LIVE_LOG),
+        ("run-finish", "running", LIVE_LOG),
+        ("run-shrink", "running", LIVE_LOG),
     ]:
         run = b'{"status": "%s", "completed_at": "2026-01-01T00:00:00Z"}' % status.encode()
         put(store_url, f"{folder}/{run_id}/run.json", run)
@@ -312,3 +314,40 @@ def test_growth_and_replacement(logs_server: Running, pages_store: str, token: s
     assert page(logs_server, token, cursor=cursor).status_code == 200
     put(pages_store, "models/mdl-pages/runs/run-replaced/training.log", PAGES_LOG + b"x\n")
     assert_problem(page(logs_server, token, cursor=cursor), 400, "invalid_cursor")
+
+
+def test_a_run_that_ends_releases_its_last_line(
+    logs_server: Running, pages_store: str, token: str
+) -> None:
+    end = page(logs_server, token, run_id="run-finish").json()["prev_cursor"]
+    assert page(logs_server, token, cursor=end).json()["data"] == []
+    run = b'{"status": "completed", "completed_at": "2026-03-13T13:00:00Z"}'
+    put(pages_store, "models/mdl-pages/runs/run-finish/run.json", run)
+    body = page(logs_server, token, cursor=end).json()
+    assert [item["message"] for item in body["data"]] == ["tw"]
+    assert body["next_cursor"] is None  # the end of a terminal run's log
+
+
+def test_a_log_shorter_than_its_cursor(logs_server: Running, pages_store: str, token: str) -> None:
+    end = page(logs_server, token, run_id="run-shrink").json()["prev_cursor"]
+    put(pages_store, "models/mdl-pages/runs/run-shrink/training.log", LIVE_LOG[:10])
+    assert_problem(page(logs_server, token, cursor=end), 400, "invalid_cursor")
+
+
+def test_replicas_configured_alike_share_cursors_and_keys_rotate(
+    base_settings: Settings, settings_server: Callable[..., Running], token: str
+) -> None:
+    one, two = "key-one-of-16-chars", "key-two-of-16-chars"
+    default_a = settings_server(base_settings)
+    default_b = settings_server(base_settings)
+    old = settings_server(base_settings, cursor_keys=(one,))
+    rotating = settings_server(base_settings, cursor_keys=(two, one))
+    rotated = settings_server(base_settings, cursor_keys=(two,))
+    cursor = page(default_a, token, "mdl-alpha", limit=2).json()["next_cursor"]
+    assert page(default_b, token, "mdl-alpha", cursor=cursor).status_code == 200
+    assert_problem(page(old, token, "mdl-alpha", cursor=cursor), 400, "invalid_cursor")
+    cursor = page(old, token, "mdl-alpha", limit=2).json()["next_cursor"]
+    assert page(rotating, token, "mdl-alpha", cursor=cursor).status_code == 200
+    assert_problem(page(rotated, token, "mdl-alpha", cursor=cursor), 400, "invalid_cursor")
+    signed_new = page(rotating, token, "mdl-alpha", limit=2).json()["next_cursor"]
+    assert page(rotated, token, "mdl-alpha", cursor=signed_new).status_code == 200
