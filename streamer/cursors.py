@@ -39,7 +39,8 @@ class Cursor:
     """Where the next page starts, and everything the walk is bound to.
 
     `start` and `stop` are the window's edges once found for good (None: find them
-    again, the log may still grow); `version` is the object's version it was made on.
+    again, the log may still grow); `version` is the object's version it was made on,
+    `live` whether the run was still writing it then.
     """
 
     model_id: str
@@ -53,6 +54,7 @@ class Cursor:
     contains: str | None = None
     start: int | None = None
     stop: int | None = None
+    live: bool = False
 
 
 def derive_key(secret: str) -> bytes:
@@ -99,6 +101,7 @@ class CursorCodec:
             cursor.contains,
             cursor.start,
             cursor.stop,
+            cursor.live,
         ]
         payload = _b64(orjson.dumps(body))
         return f"{payload}.{self._mac(self._keys[0], payload)}"
@@ -132,10 +135,10 @@ def _b64(data: bytes) -> str:
 
 def _cursor(body: Any) -> Cursor:
     """A signed body is ours, but its shape is still checked: keys outlive versions."""
-    if not isinstance(body, list) or len(body) != 12 or body[0] != _FORMAT:
+    if not isinstance(body, list) or len(body) != 13 or body[0] != _FORMAT:
         raise ValueError("unknown cursor format")
     _, model_id, run_id, version, position, direction, since, until, levels, contains = body[:10]
-    start, stop = body[10:]
+    start, stop, live = body[10:]
     strings = (model_id, run_id, version)
     optional = (since, until, contains)
     numbers = (start, stop)
@@ -145,6 +148,7 @@ def _cursor(body: Any) -> Cursor:
         or not all(value is None or _position(value) for value in numbers)
         or not _position(position)
         or direction not in _DIRECTIONS
+        or not isinstance(live, bool)
         or not (levels is None or all(isinstance(level, str) for level in levels))
     ):
         raise ValueError("malformed cursor")
@@ -160,6 +164,7 @@ def _cursor(body: Any) -> Cursor:
         contains,
         start,
         stop,
+        live,
     )
 
 

@@ -69,6 +69,7 @@ class PagePlan:
     start: int | None = None
     stop: int | None = None
     version: str | None = None
+    live: bool = False
 
     @property
     def since_key(self) -> TimeKey | None:
@@ -207,6 +208,7 @@ def plan_page(model_id: str, query: PageQuery, codec: CursorCodec) -> PagePlan:
         start=cursor.start,
         stop=cursor.stop,
         version=cursor.version,
+        live=cursor.live,
     )
 
 
@@ -231,10 +233,14 @@ def version(log: LogObject) -> str:
 
 
 def check_version(plan: PagePlan, log: LogObject) -> None:
-    """InvalidCursor when the cursor's object was replaced (terminal run) or cut short."""
+    """InvalidCursor when the cursor's object was replaced (terminal run) or cut short.
+
+    A cursor made while the run was still writing its log knows the log may have grown
+    since, even if the run has ended: only its length is checked.
+    """
     if plan.position is None:
         return
-    if log.run.status in TERMINAL and plan.version != version(log):
+    if log.run.status in TERMINAL and not plan.live and plan.version != version(log):
         raise InvalidCursor()
     size = log.info.size
     if not log.gzip and size is not None and plan.position > size:
@@ -264,6 +270,7 @@ def page_cursors(
                 contains=plan.contains,
                 start=page.start if page.start_final else None,
                 stop=page.stop if page.stop_final else None,
+                live=log.run.status not in TERMINAL,
             )
         )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -351,3 +354,45 @@ def test_replicas_configured_alike_share_cursors_and_keys_rotate(
     assert_problem(page(rotated, token, "mdl-alpha", cursor=cursor), 400, "invalid_cursor")
     signed_new = page(rotating, token, "mdl-alpha", limit=2).json()["next_cursor"]
     assert page(rotated, token, "mdl-alpha", cursor=signed_new).status_code == 200
+
+
+def readme_recipe() -> str:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("### UI recipe") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_the_readme_ui_recipe_with_curl_and_jq(
+    base_settings: Settings,
+    settings_server: Callable[..., Running],
+    token: str,
+    tmp_path: Path,
+) -> None:
+    root = str(tmp_path)
+    put_run(root, "mdl-churn", "run-old", PAGES_LOG)
+    folder = "models/mdl-churn/runs/run-live"
+    put(root, f"{folder}/run.json", b'{"status": "running"}')
+    put(root, f"{folder}/training.log", PAGES_LOG)
+    running = settings_server(base_settings, storage_url=root)
+    script = readme_recipe().replace("http://127.0.0.1:8080", running.url)
+    env = {**os.environ, "TOKEN": token, "RUN": "run-live"}
+    with subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", script], stdout=subprocess.PIPE, env=env, text=True
+    ) as shell:
+        assert shell.stdout is not None
+        shown = [shell.stdout.readline() for _ in range(200)]
+        lines = reference_lines(PAGES_LOG)
+        expected = [
+            f"{x.offset}\t{x.timestamp or '-'}\t{x.level or '-'}\t{x.message}\n" for x in lines
+        ]
+        # The last 100 lines, then the 100 before them.
+        assert shown == expected[-100:] + expected[-200:-100]
+        # The run writes two more lines and ends: the poll shows them and the loop stops.
+        more = b"2026-03-13T09:00:00Z [INFO] new\nlast words"
+        put(root, f"{folder}/training.log", PAGES_LOG + more)
+        put(root, f"{folder}/run.json", b'{"status": "completed"}')
+        rest = shell.stdout.read()
+        assert shell.wait(60) == 0
+    offset = len(PAGES_LOG)
+    assert rest == (f"{offset}\t2026-03-13T09:00:00Z\tINFO\tnew\n{offset + 32}\t-\t-\tlast words\n")

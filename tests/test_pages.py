@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -154,6 +155,7 @@ cursors = st.builds(
     contains=st.none() | st.text(min_size=1, max_size=256),
     start=st.none() | st.integers(0, 2**40),
     stop=st.none() | st.integers(0, 2**40),
+    live=st.booleans(),
 )
 
 
@@ -288,6 +290,11 @@ def test_versions() -> None:
     check_version(plan, log_object("running", "v2", 100))
     with pytest.raises(InvalidCursor):
         check_version(plan, log_object("running", "v2", 99))
+    # Made while the run wrote its log: the run that ended since may have written more.
+    live = plan_page("mdl-a", cursor_query(replace(BASE, live=True)), CODEC)
+    check_version(live, log_object("completed", "v2", 100))
+    with pytest.raises(InvalidCursor):
+        check_version(live, log_object("completed", "v2", 99))
 
 
 def test_body_and_null_cursors() -> None:
