@@ -33,6 +33,7 @@ SCAN_BUDGET = 64 << 20
 PROBE_BUDGET = 8 << 20
 _CACHED_BLOCKS = 4
 _SPOOL = 8 << 20
+_PIECE = 4 << 10
 
 
 class LogFile:
@@ -262,11 +263,16 @@ async def _first(
         data = await _whole_lines(file, position, min(end, position + BLOCK), end)
         if not data:
             return None
-        for line in parse_block(data, position):
-            if line.offset >= high:
-                return None
-            if wanted(line):
-                return line
+        # Parsed a few KiB at a time: a probe wants one line, not the thousand of a block.
+        at = 0
+        while at < len(data):
+            cut = data.find(b"\n", at + _PIECE) + 1 or len(data)
+            for line in parse_block(data[at:cut], position + at):
+                if line.offset >= high:
+                    return None
+                if wanted(line):
+                    return line
+            at = cut
         position += len(data)
         scanned += len(data)
     return None
