@@ -5,7 +5,9 @@
 
 The logs are generated on the fly (`tests.generated`: fixed 64-byte lines, 1 ms apart) in
 the memory store, so a 10 GiB log costs only the bytes a page reads; the S3 logs are
-real objects in moto's server, reached through a request-counting proxy. streamer runs
+real objects in moto's server, reached through `tests/shaping.py`'s proxy with its
+defaults (20 ms first-byte latency per request, 80 MB/s per connection: S3 in-region),
+which also counts requests and bytes. streamer runs
 in this process under uvicorn on a loopback port (the memory store is this process's),
 and one keep-alive httpx client asks, in a shuffled order of sizes each round:
 - the last page (`limit=100`, the default direction);
@@ -41,7 +43,7 @@ from tests.conftest import SECRET, Running, serve_in_thread
 from tests.dataset import ORG, put_run
 from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server
 from tests.generated import LINE, put_generated, render, timestamp
-from tests.test_page_costs import CountingProxy
+from tests.shaping import ShapingProxy
 
 PATH = "/api/v1/models/{}/training-metrics/logs"
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -88,7 +90,7 @@ def engine_reads(root: str, size: str, query: dict[str, str]) -> tuple[int, int]
 
 
 def measure(
-    running: Running, sizes: list[str], rounds: int, proxy: CountingProxy | None = None
+    running: Running, sizes: list[str], rounds: int, proxy: ShapingProxy | None = None
 ) -> dict[str, dict[str, Any]]:
     token = issue_token(SECRET, "bench", ORG, ["model:read"])
     times: dict[tuple[str, str], list[float]] = {}
@@ -100,7 +102,7 @@ def measure(
             for size, kind in order:
                 params = queries(size_of(size))[kind]
                 if proxy is not None:
-                    proxy.reset()
+                    proxy.reset_counters()
                 started = time.perf_counter()
                 response = client.get(running.url + PATH.format(model_of(size)), params=params)
                 elapsed = time.perf_counter() - started
@@ -109,7 +111,7 @@ def measure(
                 if round_:
                     times.setdefault((size, kind), []).append(elapsed)
                 if proxy is not None:
-                    wire[(size, kind)] = (proxy.requests, proxy.bytes)
+                    wire[(size, kind)] = (proxy.requests, proxy.bytes_down)
     out: dict[str, dict[str, Any]] = {}
     for (size, kind), values in times.items():
         ordered = sorted(values)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             s3_root = f"s3://{BUCKET}/bench-pages"
             for size in s3_sizes:
                 put_run(s3_root, model_of(size), "run-1", render(0, size_of(size)))
-            proxy = CountingProxy(endpoint)
+            proxy = ShapingProxy(endpoint)
             stack.callback(proxy.close)
             with fsspec_conf("s3", endpoint_url=proxy.url):
                 servers = serve_in_thread(Settings(storage_url=s3_root, jwt_secret=SECRET))

@@ -1,11 +1,10 @@
 """What a page costs the store: counted at the engine (memory, local) and on the wire (S3,
-through a counting TCP proxy). A page reads about what it returns, whatever the log's size."""
+through the shaping proxy, unshaped, for its counters). A page reads about what it
+returns, whatever the log's size."""
 
 from __future__ import annotations
 
-import selectors
-import socket
-import threading
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,71 +20,10 @@ from tests.conftest import SECRET, Running, serve_in_thread
 from tests.dataset import put_run
 from tests.emulators import BUCKET, fsspec_conf
 from tests.generated import LINE, put_generated, render, timestamp
+from tests.shaping import ShapingProxy
 
 PATH = "/api/v1/models/{}/training-metrics/logs"
 GIB = 1 << 30
-
-
-class CountingProxy:
-    """A loopback TCP proxy that counts the HTTP requests sent through it and the bytes
-    that come back."""
-
-    def __init__(self, upstream: str) -> None:
-        host, _, port = upstream.removeprefix("http://").partition(":")
-        self._upstream = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.requests = 0
-        self.bytes = 0
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
-        self._threads.append(accept)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests = self.bytes = 0
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._relay, args=(client,), daemon=True)
-            thread.start()
-
-    def _relay(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self._upstream)
-        peers = {client: upstream, upstream: client}
-        with client, upstream, selectors.DefaultSelector() as selector:
-            for sock in peers:
-                selector.register(sock, selectors.EVENT_READ)
-            while selector.get_map():
-                for key, _ in selector.select():
-                    source: socket.socket = key.fileobj  # type: ignore[assignment]
-                    try:
-                        data = source.recv(65536)
-                    except OSError:
-                        return
-                    if not data:
-                        selector.unregister(source)
-                        peers[source].shutdown(socket.SHUT_WR)
-                        continue
-                    with self._lock:
-                        if source is client:
-                            self.requests += data.count(b" HTTP/1.1\r\n")
-                        else:
-                            self.bytes += len(data)
-                    peers[source].sendall(data)
-
-    def close(self) -> None:
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
 
 
 def plan(direction: str = "backward", **kwargs: object) -> PagePlan:
@@ -133,11 +71,11 @@ def test_local_pages_read_the_same_whatever_the_size(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def s3_costs(s3_endpoint: str) -> Iterator[tuple[Running, CountingProxy]]:
+def s3_costs(s3_endpoint: str) -> Iterator[tuple[Running, ShapingProxy]]:
     root = f"s3://{BUCKET}/costs"
     put_run(root, "mdl-small", "run-s", render(0, 1 << 20))
     put_run(root, "mdl-big", "run-b", render(0, 24 << 20))
-    proxy = CountingProxy(s3_endpoint)
+    proxy = ShapingProxy(s3_endpoint, latency_s=0, bandwidth=math.inf)
     settings = Settings(storage_url=root, jwt_secret=SECRET, catalog_ttl_s=0)
     with fsspec_conf("s3", endpoint_url=proxy.url):
         servers = serve_in_thread(settings)
@@ -150,16 +88,16 @@ def s3_costs(s3_endpoint: str) -> Iterator[tuple[Running, CountingProxy]]:
 
 
 def test_on_s3_the_last_page_costs_the_same_for_any_size(
-    s3_costs: tuple[Running, CountingProxy], token: str
+    s3_costs: tuple[Running, ShapingProxy], token: str
 ) -> None:
     running, proxy = s3_costs
     costs = []
     with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
         for model in ("mdl-small", "mdl-big"):
-            proxy.reset()
+            proxy.reset_counters()
             response = client.get(running.url + PATH.format(model))
             assert response.status_code == 200 and len(response.json()["data"]) == 100
-            costs.append((proxy.requests, proxy.bytes))
+            costs.append((proxy.requests, proxy.bytes_down))
     (small_requests, small_bytes), (big_requests, big_bytes) = costs
     # model.json, run.json, the object's metadata, one ranged GET of its last block.
     assert small_requests == big_requests <= 5
@@ -167,11 +105,11 @@ def test_on_s3_the_last_page_costs_the_same_for_any_size(
 
 
 def test_on_s3_a_since_page_takes_at_most_64_requests(
-    s3_costs: tuple[Running, CountingProxy], token: str
+    s3_costs: tuple[Running, ShapingProxy], token: str
 ) -> None:
     running, proxy = s3_costs
     number = (24 << 20) // LINE // 3
-    proxy.reset()
+    proxy.reset_counters()
     response = httpx.get(
         running.url + PATH.format("mdl-big"),
         params={"since": timestamp(number), "direction": "forward", "limit": 5},
@@ -179,4 +117,4 @@ def test_on_s3_a_since_page_takes_at_most_64_requests(
         timeout=60,
     )
     assert response.json()["data"][0]["offset"] == number * LINE
-    assert proxy.requests <= 64 and proxy.bytes < 4 << 20
+    assert proxy.requests <= 64 and proxy.bytes_down < 4 << 20
