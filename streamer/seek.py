@@ -11,6 +11,8 @@ The rules this module keeps:
 - Filters scan, forward or backward, in blocks of 1 MiB, at most `SCAN_BUDGET` bytes of
   log per page; a page that runs out returns what it found and stops where it is.
 - A run that is not terminal may still be writing: its log ends after its last "\\n".
+- A scan parses its 1 MiB blocks in a worker thread, so that the event loop goes on
+  serving while a filtered page works through megabytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from typing import IO
+
+import anyio
 
 from .catalog import LogObject
 from .errors import InvalidCursor
@@ -34,6 +38,7 @@ PROBE_BUDGET = 8 << 20
 _CACHED_BLOCKS = 4
 _SPOOL = 8 << 20
 _PIECE = 4 << 10
+_THREAD_BLOCK = 256 << 10
 
 
 class LogFile:
@@ -320,6 +325,14 @@ async def lower_bound(file: LogFile, key: TimeKey | None, low: int, high: int, e
     return answer
 
 
+async def _parse(data: bytes, base: int) -> list[Line]:
+    """`parse_block`, in a worker thread for a scan's big blocks: the event loop keeps
+    serving other requests (and probes) while a filtered page parses megabytes."""
+    if len(data) < _THREAD_BLOCK:
+        return parse_block(data, base)
+    return await anyio.to_thread.run_sync(parse_block, data, base)
+
+
 def _needle(plan: PagePlan) -> bytes | None:
     """Bytes that every line of a block that can match holds, to skip parsing the others.
 
@@ -398,7 +411,7 @@ async def scan_forward(
         data = await _whole_lines(file, position, high, stop, grow=position == first)
         if not data:
             break
-        lines = [] if needle is not None and needle not in data else parse_block(data, position)
+        lines = [] if needle is not None and needle not in data else await _parse(data, position)
         for line in lines:
             if line.shaped:
                 level = line.level
@@ -439,7 +452,7 @@ async def scan_backward(
         seen = False
         unknown: list[Line] = []
         known: list[tuple[Line, str | None]] = []
-        lines = [] if needle is not None and needle not in data else parse_block(data, low)
+        lines = [] if needle is not None and needle not in data else await _parse(data, low)
         for line in lines:
             if line.shaped:
                 level, seen = line.level, True
