@@ -381,10 +381,11 @@ async def _block_before(
 
 async def _level_before(file: LogFile, position: int, start: int) -> tuple[str | None, int]:
     """The level of the last shaped line that starts in [start, position), and bytes read
-    (at most about PROBE_BUDGET: beyond, the lines at `position` count as having none)."""
+    (an eighth of the budget at most: beyond, the lines at `position` count as having none)."""
     high, scanned = position, 0
-    while high > start and scanned < PROBE_BUDGET:
-        data, low = await _block_before(file, high, start, BLOCK)
+    # An eighth of the page's budget at most: the scan after it must have room to move on.
+    while high > start and scanned < SCAN_BUDGET // 8:
+        data, low = await _block_before(file, high, start, min(BLOCK, SCAN_BLOCK))
         scanned += len(data)
         for line in reversed(parse_block(data, low)):
             if line.shaped:
@@ -404,8 +405,9 @@ async def scan_forward(
     found: list[Line] = []
     first = position
     needle = _needle(plan)
-    while position < stop and scanned < SCAN_BUDGET:
-        size = min(SCAN_BLOCK, SCAN_BUDGET - scanned)
+    # The first block is read whatever the search above cost: every page moves on.
+    while position < stop and (scanned < SCAN_BUDGET or position == first):
+        size = min(SCAN_BLOCK, max(1, SCAN_BUDGET - scanned))
         high = min(stop, position + size)
         # Past the budget only to read one line whole, when the page has no other way on.
         data = await _whole_lines(file, position, high, stop, grow=position == first)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamer import seek
 from streamer.config import Settings
 from streamer.cursors import Cursor, CursorCodec, cursor_keys
 from streamer.encoders import FIELD_NAMES
@@ -55,7 +56,9 @@ def logs_server(pages_store: str) -> Iterator[Running]:
 CLIENT = httpx.Client(timeout=60)
 
 
-@pytest.fixture(scope="module", autouse=True)
+# Closed at the end of the session: pytest groups tests by the store they run on, so this
+# module's tests do not all run in one stretch.
+@pytest.fixture(scope="session", autouse=True)
 def _close_client() -> Iterator[None]:
     yield
     CLIENT.close()
@@ -396,3 +399,21 @@ def test_the_readme_ui_recipe_with_curl_and_jq(
         assert shell.wait(60) == 0
     offset = len(PAGES_LOG)
     assert rest == (f"{offset}\t2026-03-13T09:00:00Z\tINFO\tnew\n{offset + 32}\t-\t-\tlast words\n")
+
+
+@pytest.mark.parametrize("direction", ["backward", "forward"])
+def test_a_filtered_page_stops_at_its_budget(
+    logs_server: Running, token: str, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server runs in this process: a budget of 6 KiB a page (blocks of 2 KiB) makes
+    # the 64 MiB rule show on a small log.
+    monkeypatch.setattr(seek, "SCAN_BUDGET", 6144)
+    monkeypatch.setattr(seek, "SCAN_BLOCK", 2048)
+    first = page(logs_server, token, run_id="run-p", level="NOPE", direction=direction).json()
+    assert first["data"] == [] and first["next_cursor"] is not None
+    walked, pages = walk(
+        logs_server, token, run_id="run-p", limit=50, direction=direction, level="error"
+    )
+    expected = reference_page_lines(PAGES_LOG, levels=("ERROR",))
+    assert walked == entries(expected)
+    assert pages >= len(PAGES_LOG) // 6144
