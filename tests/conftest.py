@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import uvicorn
 
@@ -35,6 +36,11 @@ from tests.emulators import (
     moto_server,
     s3_options,
 )
+
+# No test holds code to a time limit (benchmarks measure, tests check): hypothesis's
+# per-example deadline would fail a correct example on a loaded machine.
+hypothesis.settings.register_profile("streamer", deadline=None)
+hypothesis.settings.load_profile("streamer")
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 TokenFactory = Callable[..., str]

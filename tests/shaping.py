@@ -251,11 +251,12 @@ class ShapingProxy:
                     released += piece
                     excess = max(excess, released - allowance)
                     pos += piece
+                    # Counted before they leave: a client that has its bytes sees them counted.
+                    with self._lock:
+                        self.bytes_down += piece
+                        self.pacing_excess = max(self.pacing_excess, excess)
                     while piece:
                         piece -= os.splice(pipe_r, sink, piece)
-                with self._lock:
-                    self.bytes_down += size
-                    self.pacing_excess = max(self.pacing_excess, excess)
             client.shutdown(socket.SHUT_WR)
         except OSError:
             _shutdown(client, upstream)
