@@ -33,7 +33,7 @@ from .plan import (
 )
 from .pump import StreamAborted, Transform, pump, read_size
 from .seek import open_log, read_page
-from .storage import GzipReader, ObjectReader, Store
+from .storage import GzipReader, ObjectReader, ParallelReader, Store
 from .turns import Turns
 
 logger = logging.getLogger("streamer")
@@ -55,7 +55,11 @@ class Streamer:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.from_url(self.settings.storage_url)
+            self._store = Store.from_url(
+                self.settings.storage_url,
+                streams=self.settings.max_streams,
+                read_ahead_bytes=self.settings.readahead_bytes,
+            )
         return self._store
 
     @property
@@ -187,34 +191,36 @@ class Streamer:
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        chunk_size = self.settings.chunk_size
-        try:
-            reader: ObjectReader = await self.store.open(log.key, plan.start, plan.end)
-        except FileNotFoundError:
-            raise errors.LogsPurged() from None
-        except Exception as exc:
-            logger.warning("store open failed for %s: %s", log.key, type(exc).__name__)
-            raise errors.UpstreamError() from None
-        if plan.decode_gzip:
-            # The pump reads in pieces of read_size(); the decompressor holds no more.
-            reader = GzipReader(reader, read_size(chunk_size, self.settings.buffer_chunks))
+        chunk_size, buffer_chunks = self.settings.chunk_size, self.settings.buffer_chunks
+        size = read_size(chunk_size, buffer_chunks)
         transforms: list[Transform] = []
         if plan.encode is not None:
             transforms.append(LineEncoder(plan.encode, plan.fields))
         if plan.gzip:
             transforms.append(GzipEncoder())
         try:
-            await pump(
-                reader,
-                start,
-                send,
-                receive,
-                chunk_size=chunk_size,
-                buffer_chunks=self.settings.buffer_chunks,
-                transform=Chain(transforms) if transforms else None,
-                length=plan.length,
-                turns=self.turns,
-            )
+            # Parallel reads hold one read of their own for a slow client: it takes the
+            # pump's queued slot, so they need the three chunks in hand plus one.
+            async with self.store.reading(
+                log.key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 4
+            ) as raw:
+                if isinstance(raw, ParallelReader):
+                    buffer_chunks -= 1
+                reader: ObjectReader = raw
+                if plan.decode_gzip:
+                    # The pump reads in pieces of read_size(); the decompressor holds no more.
+                    reader = GzipReader(raw, size)
+                await pump(
+                    reader,
+                    start,
+                    send,
+                    receive,
+                    chunk_size=chunk_size,
+                    buffer_chunks=buffer_chunks,
+                    transform=Chain(transforms) if transforms else None,
+                    length=plan.length,
+                    turns=self.turns,
+                )
         except FileNotFoundError:
             raise errors.LogsPurged() from None
         except (StreamerError, StreamAborted):

@@ -105,6 +105,13 @@ class Settings:
         _positive_int,
         "chunks in flight per stream, read-ahead included (below 3, reads shrink to fit)",
     )
+    # Chosen by bench (README, Benchmarks): one stream reading 1 GiB from S3 at full speed
+    # uses 16 parts of 8 MiB (128 MiB); 256 MiB lets two do that at once.
+    readahead_bytes: int = _setting(
+        256 * 1024 * 1024,
+        _positive_int,
+        "bytes read ahead by parallel ranged reads, all downloads of a process together",
+    )
     catalog_ttl_s: float = _setting(5.0, _non_negative_float, "run metadata cache TTL, seconds")
     max_streams: int = _setting(256, _positive_int, "concurrent downloads per process")
     drain_delay_s: float = _setting(0.0, _non_negative_float, "serve on after SIGTERM, seconds")

@@ -8,21 +8,31 @@ loop, each read of a log resumed after transient faults (`retry`).
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import fsspec
+import fsspec.config
 from fsspec.asyn import AsyncFileSystem
 
 from .gcs import open_gcs, ping_gcs
 from .local import open_local, open_memory
+from .parallel import PART_SIZE, ParallelReader, ReadAhead
 from .readers import Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
-from .s3 import open_s3, ping_s3, read_s3
+from .s3 import open_s3, ping_s3, read_s3, s3_part_size
 
 _PING_TIMEOUT_S = 15
+MiB = 1024 * 1024
+READ_AHEAD = 256 * MiB  # the process-wide ceiling when none is given (STREAMER_READAHEAD_BYTES)
+PARALLEL_MIN = 2 * PART_SIZE  # smaller spans are one GET
+METADATA_CONNECTIONS = 32  # beside the downloads: the catalog's reads of run.json files
+MAX_CONNECTIONS = 1024
 
 
 class StoreUnreachable(Exception):
@@ -44,8 +54,19 @@ async def open_ranged(
 class Store:
     """An fsspec filesystem and a root path inside it."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        root: str,
+        url: str,
+        *,
+        read_ahead: ReadAhead | None = None,
+    ) -> None:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
+        # Bytes read ahead of the consumers by parallel reads, for the whole process; the
+        # parts' size when the store does not tell it, and the smallest span read in parts.
+        self.read_ahead = read_ahead or ReadAhead(READ_AHEAD)
+        self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
@@ -55,28 +76,44 @@ class Store:
         self.upstream_errors = 0
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        """Open the store at `url`; call it inside the event loop that will use it."""
+    def from_url(
+        cls, url: str, *, streams: int | None = None, read_ahead_bytes: int = READ_AHEAD
+    ) -> Store:
+        """Open the store at `url`; call it inside the event loop that will use it.
+
+        `streams` (concurrent downloads) sizes the S3 and GCS connection pools, unless the
+        operator configured them: see `pool_size`.
+        """
+        read_ahead = ReadAhead(read_ahead_bytes)
         protocol, _, rest = url.partition("://")
         if not rest:
             protocol, rest = "file", url
         if protocol in ("file", "local"):
             fs = fsspec.filesystem("file")
-            return cls(fs, os.path.abspath(rest), url)
+            return cls(fs, os.path.abspath(rest), url, read_ahead=read_ahead)
         if protocol == "memory":
-            return cls(fsspec.filesystem("memory"), "/" + rest.strip("/"), url)
+            fs = fsspec.filesystem("memory")
+            return cls(fs, "/" + rest.strip("/"), url, read_ahead=read_ahead)
         # Endpoint, credentials and client options come from fsspec's configuration
         # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
         # Listings are not cached by the filesystem: the catalog has its own TTL, and a
         # cached listing would hide a purge from `info`.
+        connections = None if streams is None else pool_size(streams, read_ahead_bytes)
+        options = _s3_pool(connections) if protocol in ("s3", "s3a") else {}
         try:
             fs = fsspec.filesystem(
-                protocol, asynchronous=True, skip_instance_cache=True, use_listings_cache=False
+                protocol,
+                asynchronous=True,
+                skip_instance_cache=True,
+                use_listings_cache=False,
+                **options,
             )
         except (ValueError, ImportError) as exc:  # unknown protocol, or its library missing
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise StoreUnreachable(f"store {url!r}: {reason or type(exc).__name__}") from None
-        return cls(fs, rest, url)
+        if connections is not None and protocol in ("gs", "gcs"):
+            _gcs_pool(fs, connections)
+        return cls(fs, rest, url, read_ahead=read_ahead)
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -139,6 +176,53 @@ class Store:
 
         return RetryingReader(open_at, start, self)
 
+    @asynccontextmanager
+    async def reading(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        read_size: int = MiB,
+        parallel: bool = True,
+    ) -> AsyncIterator[ObjectReader]:
+        """`open` for a download, closed at the end of the block.
+
+        A span of `parallel_min` bytes or more of an S3 or GCS object (`end` given) is read
+        as parallel ranged GETs (`parallel`), whose parts live inside the block; on S3
+        their bounds follow the object's multipart parts (one HeadObject first).
+        `read_size` is the size of the consumer's reads.
+        """
+        remote = self.kind in ("s3", "gs")
+        if not (parallel and remote and end is not None and end - start >= self.parallel_min):
+            reader = await self.open(key, start, end)
+            try:
+                yield reader
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await reader.aclose()
+            return
+        path = self.path(key)
+        pin: dict[str, str] = {}
+        unit = self.part_size
+        if self.kind == "s3":
+            unit = await s3_part_size(self.fs, path, pin) or unit
+        opener = open_s3 if self.kind == "s3" else open_gcs
+
+        def open_part(first: int, stop: int) -> ObjectReader:
+            async def open_at(offset: int) -> ObjectReader:
+                if offset >= stop:
+                    return Empty()
+                return await opener(self.fs, path, offset, stop, pin)
+
+            return RetryingReader(open_at, first, self)
+
+        parts = ParallelReader(
+            open_part, start, end, self.read_ahead, read_size=read_size, unit=unit
+        )
+        async with parts:
+            yield parts
+
     async def ping(self) -> None:
         """Raise StoreUnreachable unless the store answers and its bucket (or root) exists."""
         try:
@@ -178,6 +262,37 @@ class Store:
             close = getattr(session, "close", None)
             if close is not None:
                 await close()
+
+
+def pool_size(streams: int, read_ahead_bytes: int) -> int:
+    """Connections to the store: one per download, one per part the read-ahead ceiling lets
+    run ahead, and some for metadata, so that no download waits for a connection."""
+    ahead = read_ahead_bytes // PART_SIZE
+    return min(MAX_CONNECTIONS, streams + ahead + METADATA_CONNECTIONS)
+
+
+def _s3_pool(connections: int | None) -> dict[str, Any]:
+    """s3fs's options for a pool of `connections`, unless fsspec's configuration
+    (FSSPEC_S3, FSSPEC_S3_CONFIG_KWARGS) sets `max_pool_connections` already."""
+    configured = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs") or {})
+    if connections is None or "max_pool_connections" in configured:
+        return {}
+    return {"config_kwargs": {**configured, "max_pool_connections": connections}}
+
+
+def _gcs_pool(fs: Any, connections: int) -> None:
+    """gcsfs's aiohttp session with a pool of `connections` (aiohttp's default is 100),
+    unless `session_kwargs` gives a connector or a client certificate needs its own."""
+    if "connector" in fs.session_kwargs or getattr(fs, "_use_client_cert", False):
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # aiohttp's connector belongs to a loop; gcsfs makes its own later
+        return
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    fs.session_kwargs = {**fs.session_kwargs, "connector": connector}
 
 
 def _etag(raw: dict[str, Any]) -> str | None:

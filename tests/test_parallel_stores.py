@@ -1,0 +1,236 @@
+"""Parallel ranged reads on the real S3 and GCS emulators, through proxies that cut.
+
+Parts of 1 MiB (the store's `part_size`) and a threshold of 2 MiB keep the objects small;
+every part is its own GET through the proxy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from streamer.config import Settings
+from streamer.demo import training_log
+from streamer.storage import ObjectChanged, ParallelReader, Store
+from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
+from tests.dataset import put
+from tests.emulators import BUCKET, FaultProxy, fsspec_conf
+
+MiB = 1024 * 1024
+PATH = "/api/v1/models/mdl-parts/training-metrics/logs/download"
+LOG = training_log(6 * MiB + 1)  # six parts and a 1-byte one
+GZ_LOG = training_log(4 * MiB, seed=5)
+GZ_STORED = gzip.compress(GZ_LOG, compresslevel=0, mtime=0)  # stored blocks: 4 parts
+KEY = "models/mdl-parts/runs/run-p1/training.log"
+GZ_KEY = "models/mdl-parts/runs/run-pgz/training.log.gz"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module", params=["s3", "gs"])
+def seeded(request: pytest.FixtureRequest) -> tuple[str, str]:
+    kind: str = request.param
+    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    root = f"{kind}://{BUCKET}/parts"
+    put(root, "models/mdl-parts/model.json", orjson.dumps({"organization_id": "org-acme"}))
+    for run_id, completed in (("run-p1", "2026-03-13T11:00:00Z"), ("run-pgz", None)):
+        document = {"run_id": run_id, "status": "completed", "completed_at": completed}
+        put(root, f"models/mdl-parts/runs/{run_id}/run.json", orjson.dumps(document))
+    put(root, KEY, LOG)
+    put(root, GZ_KEY, GZ_STORED)
+    return kind, endpoint
+
+
+@dataclass
+class Proxied:
+    kind: str
+    url: str
+    proxy: FaultProxy
+
+    def store(self) -> Store:
+        with fsspec_conf(self.kind, endpoint_url=self.proxy.url):
+            store = Store.from_url(self.url, streams=8)
+        small_parts(store)
+        return store
+
+
+def small_parts(store: Store) -> None:
+    store.part_size, store.parallel_min = MiB, 2 * MiB
+
+
+@pytest.fixture
+def proxied(seeded: tuple[str, str]) -> Iterator[Proxied]:
+    kind, endpoint = seeded
+    proxy = FaultProxy(endpoint)
+    try:
+        yield Proxied(kind, f"{kind}://{BUCKET}/parts", proxy)
+    finally:
+        proxy.close()
+
+
+async def read_span(store: Store, start: int, end: int, size: int = 256 * 1024) -> bytes:
+    got = bytearray()
+    async with store.reading(KEY, start, end, read_size=size) as reader:
+        assert isinstance(reader, ParallelReader)
+        while chunk := await reader.read(size):
+            got += chunk
+        assert reader.peak_in_flight > 1
+    return bytes(got)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("start", "end"), [(0, len(LOG)), (MiB - 5, 4 * MiB + 5)])
+async def test_parts_come_in_order(proxied: Proxied, start: int, end: int) -> None:
+    store = proxied.store()
+    try:
+        assert sha(await read_span(store, start, end)) == sha(LOG[start:end])
+    finally:
+        await store.aclose()
+    assert store.read_ahead.used == 0
+    assert proxied.proxy.connections > 1  # parts in flight together need connections
+
+
+@pytest.mark.anyio
+async def test_a_part_cut_once_is_resumed(proxied: Proxied) -> None:
+    proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1
+    store = proxied.store()
+    try:
+        assert sha(await read_span(store, 0, len(LOG))) == sha(LOG)
+    finally:
+        await store.aclose()
+    assert proxied.proxy.cut_count == 1
+    assert store.retries == 1
+
+
+@pytest.mark.anyio
+async def test_a_part_that_keeps_failing_aborts_the_read(proxied: Proxied) -> None:
+    proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1000
+    store = proxied.store()
+    try:
+        with pytest.raises(Exception) as caught:
+            await read_span(store, 0, len(LOG))
+    finally:
+        await store.aclose()
+    assert not isinstance(caught.value, FileNotFoundError | AssertionError)
+    assert store.retries >= 3
+    assert store.read_ahead.used == 0
+
+
+@pytest.mark.anyio
+async def test_an_object_replaced_during_the_read_is_not_spliced(proxied: Proxied) -> None:
+    key = "models/mdl-parts/runs/run-p2/training.log"
+    put(proxied.url, key, LOG)
+    store = proxied.store()
+    got = bytearray()
+    try:
+        async with store.reading(key, 0, len(LOG), read_size=256 * 1024) as reader:
+            got += await reader.read(256 * 1024)  # the first part only is in flight
+            put(proxied.url, key, LOG.upper())
+            with pytest.raises(ObjectChanged):
+                while chunk := await reader.read(256 * 1024):
+                    got += chunk
+    finally:
+        await store.aclose()
+    assert got == LOG[: len(got)]
+
+
+@pytest.mark.anyio
+async def test_a_small_span_is_one_plain_get(proxied: Proxied) -> None:
+    store = proxied.store()
+    try:
+        async with store.reading(KEY, MiB, MiB + 16 * 1024) as reader:
+            assert not isinstance(reader, ParallelReader)
+            assert await reader.read(MiB) == LOG[MiB : MiB + 16 * 1024]
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def server(proxied: Proxied) -> Iterator[Running]:
+    # Chunks smaller than a cut, so that the response has started when a part fails.
+    settings = Settings(
+        storage_url=proxied.url, jwt_secret=SECRET, catalog_ttl_s=0, chunk_size=64 * 1024
+    )
+    with fsspec_conf(proxied.kind, endpoint_url=proxied.proxy.url):
+        servers = serve_in_thread(settings)
+        running = next(servers)
+    small_parts(running.app.store)
+    try:
+        yield running
+    finally:
+        servers.close()
+
+
+def download(running: Running, token: str, **headers: Any) -> tuple[httpx.Response, bytes]:
+    received = bytearray()
+    headers = {"Authorization": f"Bearer {token}", **headers}
+    with httpx.stream("GET", running.url + PATH, headers=headers, timeout=60) as response:
+        for chunk in response.iter_raw():
+            received += chunk
+    return response, bytes(received)
+
+
+def test_downloads_and_ranges_are_identical_over_parts(
+    server: Running, proxied: Proxied, make_token: TokenFactory
+) -> None:
+    token = make_token()
+    response, body = download(server, token)
+    assert response.status_code == 200
+    assert sha(body) == sha(LOG)
+    response, body = download(server, token, Range=f"bytes={MiB - 3}-{5 * MiB + 2}")
+    assert response.status_code == 206
+    assert body == LOG[MiB - 3 : 5 * MiB + 3]
+    assert server.app.store.read_ahead.used == 0
+
+
+def test_gzip_logs_are_read_in_parts_too(
+    server: Running, proxied: Proxied, make_token: TokenFactory
+) -> None:
+    token = make_token()
+    params = {"run_id": "run-pgz"}
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream(
+        "GET",
+        server.url + PATH,
+        params=params,
+        headers={**headers, "Accept-Encoding": "gzip"},
+        timeout=60,
+    ) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        raw = b"".join(response.iter_raw())
+    assert sha(raw) == sha(GZ_STORED)
+    response = httpx.get(server.url + PATH, params=params, headers=headers, timeout=60)
+    assert sha(response.content) == sha(GZ_LOG)
+
+
+@pytest.mark.parametrize("fmt", ["txt", "json"])
+def test_a_part_that_keeps_failing_breaks_the_transfer(
+    server: Running, proxied: Proxied, make_token: TokenFactory, fmt: str
+) -> None:
+    proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1000
+    received = bytearray()
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "GET", server.url + PATH, params={"format": fmt}, headers=headers, timeout=60
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            received += chunk
+    assert 0 < len(received) < len(LOG)
+    if fmt == "txt":
+        assert int(response.headers["content-length"]) == len(LOG)
+        assert bytes(received) == LOG[: len(received)]
+    else:
+        assert received.startswith(b"[") and not received.rstrip().endswith(b"]")
