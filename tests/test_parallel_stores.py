@@ -6,12 +6,15 @@ every part is its own GET through the proxy.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+import anyio
 import httpx
 import orjson
 import pytest
@@ -19,6 +22,7 @@ import pytest
 from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import ObjectChanged, ParallelReader, Store
+from streamer.storage.store import READ_AHEAD, pool_size
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
 from tests.dataset import put
 from tests.emulators import BUCKET, FaultProxy, fsspec_conf
@@ -234,3 +238,65 @@ def test_a_part_that_keeps_failing_breaks_the_transfer(
         assert bytes(received) == LOG[: len(received)]
     else:
         assert received.startswith(b"[") and not received.rstrip().endswith(b"]")
+
+
+def test_pools_are_sized_from_the_streams(seeded: tuple[str, str]) -> None:
+    kind, _ = seeded
+    expected = pool_size(256, READ_AHEAD)
+    assert expected == 256 + READ_AHEAD // (8 * MiB) + 32
+
+    async def pool() -> Any:
+        store = Store.from_url(f"{kind}://{BUCKET}/parts", streams=256)
+        try:
+            if kind == "s3":
+                return store.fs.config_kwargs["max_pool_connections"]
+            await store.fs._set_session()
+            return store.fs.session._connector.limit
+        finally:
+            await store.aclose()
+
+    assert anyio.run(pool) == expected
+
+
+def test_a_pool_the_operator_configured_is_kept(seeded: tuple[str, str]) -> None:
+    kind, _ = seeded
+
+    async def pool() -> Any:
+        store = Store.from_url(f"{kind}://{BUCKET}/parts", streams=256)
+        try:
+            if kind == "s3":
+                return store.fs.config_kwargs
+            await store.fs._set_session()
+            return store.fs.session._connector.limit
+        finally:
+            await store.aclose()
+
+    async def configured() -> Any:
+        options: dict[str, Any]
+        if kind == "s3":
+            options = {"config_kwargs": {"max_pool_connections": 7, "read_timeout": 3}}
+        else:  # an aiohttp connector belongs to the running loop
+            options = {"session_kwargs": {"connector": aiohttp.TCPConnector(limit=7)}}
+        with fsspec_conf(kind, **options):
+            return await pool()
+
+    expected = {"max_pool_connections": 7, "read_timeout": 3} if kind == "s3" else 7
+    assert anyio.run(configured) == expected
+
+
+@pytest.mark.anyio
+async def test_more_streams_than_the_default_pool_all_start(s3_endpoint: str) -> None:
+    """aiobotocore's default pool has 10 connections: an 11th stream would wait for one."""
+    url, key = f"s3://{BUCKET}/pool", "models/mdl-pool/runs/run-1/training.log"
+    put(url, key, LOG[:MiB])
+    store = Store.from_url(url, streams=16)
+    first: list[bytes] = []
+    try:
+        with anyio.fail_after(30):
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(40):  # every stream holds its connection: none is finished
+                    reader = await stack.enter_async_context(store.reading(key, 0, MiB))
+                    first.append(await reader.read(64 * 1024))
+    finally:
+        await store.aclose()
+    assert first == [LOG[: 64 * 1024]] * 40
