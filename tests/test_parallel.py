@@ -68,6 +68,7 @@ def reader(
     ceiling: ReadAhead | None = None,
     read_size: int = 64 * KiB,
     unit: int = 256 * KiB,
+    grow_after: int = 1,
 ) -> ParallelReader:
     return ParallelReader(
         source.open_part,
@@ -76,6 +77,7 @@ def reader(
         ceiling or ReadAhead(64 * MiB),
         read_size=read_size,
         unit=unit,
+        grow_after=grow_after,
     )
 
 
@@ -197,6 +199,20 @@ async def test_read_ahead_stays_within_the_ceiling() -> None:
     assert ceiling.used == 0
 
 
+async def test_no_growth_before_grow_after_bytes() -> None:
+    data = pattern(4 * MiB)
+    source, ceiling = Source(data), ReadAhead(64 * MiB)
+    with anyio.fail_after(30):
+        async with reader(source, ceiling=ceiling, grow_after=MiB) as parts:
+            got = bytearray()
+            while len(got) < MiB:  # a client whose socket buffers still take everything
+                got += await parts.read(64 * KiB)
+                assert parts.peak_in_flight == 1
+            got += await drain(parts, 64 * KiB)
+            assert parts.peak_in_flight > 1
+    assert got == data
+
+
 async def test_a_full_ceiling_means_one_part_in_flight_never_a_wait() -> None:
     data = pattern(2 * MiB)
     source, ceiling = Source(data), ReadAhead(0)
@@ -256,11 +272,10 @@ async def test_an_error_of_any_part_is_raised() -> None:
     data = pattern(4 * MiB)
     source = Source(data, fail=PermissionError("denied"), fail_at=3 * MiB)
     got = bytearray()
-    with anyio.fail_after(30):
+    with anyio.fail_after(30), pytest.raises(PermissionError):  # as it is, not in a group
         async with reader(source) as parts:
-            with pytest.raises(PermissionError):
-                while chunk := await parts.read(64 * KiB):
-                    got += chunk
+            while chunk := await parts.read(64 * KiB):
+                got += chunk
     assert 0 < len(got) < len(data)
     assert got == data[: len(got)]
     assert source.closed == len(source.opened)

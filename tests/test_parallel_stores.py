@@ -1,7 +1,7 @@
 """Parallel ranged reads on the real S3 and GCS emulators, through proxies that cut.
 
-Parts of 1 MiB (the store's `part_size`) and a threshold of 2 MiB keep the objects small;
-every part is its own GET through the proxy.
+Parts of 1 MiB (the store's `part_size`), a threshold of 2 MiB and growth after 1 MiB keep
+the objects small; every part is its own GET through the proxy.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Proxied:
 
 
 def small_parts(store: Store) -> None:
-    store.part_size, store.parallel_min = MiB, 2 * MiB
+    store.part_size, store.parallel_min, store.grow_after = MiB, 2 * MiB, MiB
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ The rules this module keeps:
   its own buffer, and `read` hands out bytes of the first part not yet handed out only.
 - Growth only for a fast consumer. One part is in flight at first, and a part that is the
   only one in flight reads at most one read (`read_size`) ahead of the consumer. When a
-  `read` finds no byte in hand after the stream's first (the consumer waits on the store),
-  the parts allowed in flight double, up to `MAX_PARTS`; a part handed out without such a
-  wait takes one away. A slow consumer finds its bytes ready at every read: it keeps one
-  part in flight and one read buffered, within the per-stream bound.
+  `read` finds no byte in hand (the consumer waits on the store) once the stream has
+  handed out `grow_after` bytes, the parts allowed in flight double, up to `MAX_PARTS`; a
+  part handed out without such a wait takes one away. The first `grow_after` bytes tell
+  nothing of the client: the socket buffers between it and the server take several MiB
+  whatever its speed. A slow consumer finds its bytes ready at every read after that: it
+  keeps one part in flight and one read buffered, within the per-stream bound.
 - Read-ahead within a process-wide ceiling. A part started while another is in flight
   (ahead) reads its whole range; its size is taken from the shared `ReadAhead` before it
   starts and given back as its bytes are handed out or dropped. When the ceiling is
@@ -41,6 +43,7 @@ MiB = 1024 * 1024
 PART_SIZE = 8 * MiB  # when the store does not tell its multipart part size
 MAX_PART_SIZE = 16 * MiB  # larger multipart parts are read in equal pieces
 MAX_PARTS = 16
+GROW_AFTER = 16 * MiB  # more than the kernel's socket buffers take of a slow client
 
 
 class ReadAhead:
@@ -102,9 +105,11 @@ class ParallelReader:
         read_size: int,
         unit: int = PART_SIZE,
         max_parts: int = MAX_PARTS,
+        grow_after: int = GROW_AFTER,
     ) -> None:
         self._open_part, self._read_ahead = open_part, read_ahead
         self._read_size, self._max_parts = read_size, max_parts
+        self._grow_after = max(1, grow_after)
         self._bounds = part_bounds(start, end, unit) if end > start else []
         self._next = 0  # index in _bounds of the next part to start
         self._parts: deque[_Part] = deque()  # started and not yet handed out, in order
@@ -132,11 +137,13 @@ class ParallelReader:
         self._fill()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         assert self._outer is not None
         with anyio.CancelScope(shield=True):
             await self.aclose()
-        return await self._outer.__aexit__(*exc_info)
+        # The parts have ended; the block's own exception, if any, goes on as it is (a task
+        # group would wrap it in an exception group).
+        await self._outer.__aexit__(None, None, None)
 
     async def _run(self, *, task_status: TaskStatus[None]) -> None:
         """Holds the parts' own task group open until `aclose` cancels it."""
@@ -167,7 +174,7 @@ class ParallelReader:
                 self._waited = False
                 self._fill()
                 continue
-            if self._handed_out:
+            if self._handed_out >= self._grow_after:
                 self._waited = True
                 self.window = min(self._max_parts, self.window * 2)
                 self._fill()

@@ -30,13 +30,13 @@ async def open_s3(
     return BodyReader(body.read, body.close)
 
 
-async def s3_part_size(fs: Any, path: str, pin: dict[str, str]) -> int | None:
+async def s3_part_size(fs: Any, path: str) -> int | None:
     """The object's multipart part size (HeadObject of part 1), None for a single-part
-    object; pins `pin` to the ETag it saw. One request: only worth it for large reads."""
+    object. One request: only worth it for large reads. (The reads pin the version: some
+    S3-compatible stores answer a part's HeadObject with the part's own ETag.)"""
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
     head = await fs._call_s3("head_object", Bucket=bucket, Key=key, PartNumber=1, **extra)
-    pin.setdefault("etag", head["ETag"])
     if head.get("PartsCount", 1) > 1:
         size: int = head["ContentLength"]
         return size

@@ -22,7 +22,7 @@ from fsspec.asyn import AsyncFileSystem
 
 from .gcs import open_gcs, ping_gcs
 from .local import open_local, open_memory
-from .parallel import PART_SIZE, ParallelReader, ReadAhead
+from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead
 from .readers import Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
 from .s3 import open_s3, ping_s3, read_s3, s3_part_size
@@ -64,9 +64,11 @@ class Store:
     ) -> None:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
         # Bytes read ahead of the consumers by parallel reads, for the whole process; the
-        # parts' size when the store does not tell it, and the smallest span read in parts.
+        # parts' size when the store does not tell it, the smallest span read in parts,
+        # and the bytes a download sends before its parts may grow (storage.parallel).
         self.read_ahead = read_ahead or ReadAhead(READ_AHEAD)
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
+        self.grow_after = GROW_AFTER
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
@@ -206,7 +208,7 @@ class Store:
         pin: dict[str, str] = {}
         unit = self.part_size
         if self.kind == "s3":
-            unit = await s3_part_size(self.fs, path, pin) or unit
+            unit = await s3_part_size(self.fs, path) or unit
         opener = open_s3 if self.kind == "s3" else open_gcs
 
         def open_part(first: int, stop: int) -> ObjectReader:
@@ -218,7 +220,13 @@ class Store:
             return RetryingReader(open_at, first, self)
 
         parts = ParallelReader(
-            open_part, start, end, self.read_ahead, read_size=read_size, unit=unit
+            open_part,
+            start,
+            end,
+            self.read_ahead,
+            read_size=read_size,
+            unit=unit,
+            grow_after=self.grow_after,
         )
         async with parts:
             yield parts
