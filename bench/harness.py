@@ -33,7 +33,7 @@ import orjson
 from streamer.auth import issue_token
 from streamer.config import Settings
 
-from . import servers
+from . import remote, servers
 from .baselines import RAW_ASGI
 from .client import Fetch, fetch
 from .load import run_load_sync
@@ -76,6 +76,8 @@ class Options:
     tune: bool
     profile: bool
     quick: bool
+    remote_size: int = 0
+    remote_clients: int = 256
     work: Path | None = None
     small_clients: int = 16
     small_duration: float = 5.0
@@ -104,6 +106,8 @@ class Run:
     small: list[dict[str, Any]] = field(default_factory=list)
     # Probes and a new small download while many clients download at full speed.
     saturation: list[dict[str, Any]] = field(default_factory=list)
+    # S3 and GCS behind the shaping proxy (bench/remote.py).
+    remote: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     # Kept for the plots only, not written: the client's gaps of each case's last run.
     gaps: dict[str, list[float]] = field(default_factory=dict)
@@ -464,6 +468,21 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
                 print(f"s3 {size_name(size)} done", file=sys.stderr, flush=True)
 
 
+def _remote_cases(run: Run, opts: Options, work: Path, root: Path) -> None:
+    shaped = argparse.Namespace(
+        repeats=opts.repeats,
+        clients=opts.remote_clients,
+        rate=opts.rate,
+        duration=opts.duration,
+    )
+    try:
+        run.remote = remote.measure(root, opts.remote_size, shaped, work)
+    except Exception as exc:
+        run.errors.append(f"remote: {type(exc).__name__}: {exc}")
+        return
+    run.remote["medians"] = remote.medians(run.remote["cases"])
+
+
 TUNING_GRID = [
     (chunk, depth) for chunk in (256 << 10, 1 << 20, 2 << 20, 4 << 20) for depth in (3, 4, 6)
 ]
@@ -585,14 +604,15 @@ def execute(opts: Options) -> Path:
     work.chmod(0o755)  # nginx's workers run as an unprivileged user and must read it
     try:
         root = work / "store"
-        sizes = sorted(
-            {*opts.sizes, *opts.json_sizes, *opts.s3_sizes, opts.concurrency_size, SMALL}
-        )
+        every = {*opts.sizes, *opts.json_sizes, *opts.s3_sizes, opts.concurrency_size, SMALL}
+        sizes = sorted(every | ({opts.remote_size} if opts.remote_size else set()))
         print(f"writing artifacts {[size_name(s) for s in sizes]}", file=sys.stderr, flush=True)
         seed_store(root, sizes)
         token = issue_token(SECRET, "bench", ORG, ["model:read"], ttl_s=24 * 3600)
         _local_cases(run, opts, root, work, token)
         _s3_cases(run, opts, work, root, token)
+        if opts.remote_size:
+            _remote_cases(run, opts, work, root)
         if opts.tune:
             _tuning(run, opts, root, work, token)
     finally:
@@ -614,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--rate", type=float, default=1e6, help="bytes/s of a slow client")
     parser.add_argument("--concurrency-size", default="100M")
+    parser.add_argument(
+        "--remote-size", default="1G", help="object on the shaped S3 and GCS (0: skip them)"
+    )
+    parser.add_argument("--remote-clients", type=int, default=256, help="slow clients on S3")
     parser.add_argument("--no-tune", action="store_true", help="skip the chunk/buffer sweep")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--work", type=Path, help="scratch folder for the artifacts")
@@ -626,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes = args.json_sizes = args.s3_sizes = args.concurrency_size = "1M"
         args.repeats, args.concurrency, args.duration = 2, "1,8", 1.0
+        args.remote_size, args.remote_clients = "32M", 8
         args.no_tune = args.no_profile = True
         args.small_duration, args.probe_clients, args.probe_duration = 0.5, 8, 3.0
         args.probe_workers = "1"
@@ -646,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         tune=not args.no_tune,
         profile=not args.no_profile,
         quick=args.quick,
+        remote_size=parse_size(args.remote_size),
+        remote_clients=args.remote_clients,
         work=args.work,
         small_clients=args.small_clients,
         small_duration=args.small_duration,

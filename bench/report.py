@@ -69,36 +69,12 @@ def _target(name: str, value: float, goal: float, higher: bool, note: str = "") 
     }
 
 
-def _s3_phases(rows: list[dict[str, Any]], size: int) -> str:
-    """Where an S3 download's time goes, from the medians: the emulator's first byte, then
-    the body, and how busy streamer's one event loop is while the body flows."""
-
-    def phases(case: str) -> tuple[float, float]:
-        """(seconds to the first byte, seconds of the body after it)."""
-        total = size / 1e6 / _median(rows, "s3", case, size, "mb_per_s")
-        first = _median(rows, "s3", case, size, "ttfb_s")
-        return first, total - first
-
-    first, body = phases("boto3 get_object, streamed")
-    _, streamer_body = phases("streamer")
-    if not all(value > 0 for value in (first, body, streamer_body)):  # also false for nan
-        return ""
-    total = first + body
-    busy = _median(rows, "s3", "streamer", size, "cpu_s_per_gib") * size / GIB / streamer_body
-    return (
-        f"first byte {first:.2f} of boto3's {total:.2f} s; after it, streamer"
-        f" {size / 1e6 / streamer_body:.0f} MB/s vs boto3 {size / 1e6 / body:.0f} MB/s,"
-        f" streamer's CPU {busy:.0%} of one core"
-    )
-
-
 def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     opts = run["options"]
     out = []
     txt = max((s for s in opts["sizes"] if s <= GIB), default=0)
     streamer_txt = _median(rows, "txt", "streamer", txt, "mb_per_s")
     nginx = _median(rows, "txt", "nginx sendfile", txt, "mb_per_s")
-    starlette = _median(rows, "txt", "starlette FileResponse 1 MiB", txt, "mb_per_s")
     at = f" ({size_name(txt)})"
     out.append(
         _target(
@@ -107,22 +83,6 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
             0.9,
             True,
             run["skipped"].get("nginx", ""),
-        )
-    )
-    ceiling = _median(rows, "txt", RAW_ASGI, txt, "mb_per_s")
-    context = (
-        f"uvicorn's ceiling ({RAW_ASGI}): {ceiling:.0f} MB/s, streamer"
-        f" {streamer_txt / ceiling:.2f}x of it; 1.5x starlette would be"
-        f" {1.5 * starlette / ceiling:.2f}x that ceiling"
-        + (f" and {1.5 * starlette / nginx:.2f}x nginx sendfile" if nginx > 0 else "")
-    )
-    out.append(
-        _target(
-            "txt >= 1.5x starlette FileResponse (1 MiB)" + at,
-            streamer_txt / starlette,
-            1.5,
-            True,
-            context if ceiling > 0 else "",
         )
     )
     js = max(opts["json_sizes"], default=0)
@@ -140,17 +100,6 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         )
     )
     out.append(_target("json output byte-identical to the baseline", float(identical), 1.0, True))
-    s3 = max(opts["s3_sizes"], default=0)
-    out.append(
-        _target(
-            f"S3 >= 0.9x boto3 streamed read ({size_name(s3)})",
-            _median(rows, "s3", "streamer", s3, "mb_per_s")
-            / _median(rows, "s3", "boto3 get_object, streamed", s3, "mb_per_s"),
-            0.9,
-            True,
-            _s3_phases(rows, s3),
-        )
-    )
     big, mid = 10 * GIB, 100 * MIB
     probe = run.get("ttfb_probe", {})
     if str(big) in probe and str(mid) in probe:
@@ -230,6 +179,8 @@ def targets(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, A
     errors += sum(c["errors"] for c in run.get("small", []))
     errors += sum(c["load_errors"] for c in run.get("saturation", []))
     out.append(_target("zero errors", float(errors), 0.0, False))
+    if run.get("remote"):
+        out += remote_targets(run["remote"])
     return out
 
 
@@ -306,6 +257,123 @@ def _responsiveness_targets(run: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _remote_median(remote: dict[str, Any], group: str, case: str) -> float:
+    for row in remote.get("medians", []):
+        if (row["group"], row["case"]) == (group, case):
+            value: float = row["mb_per_s"]
+            return value
+    return float("nan")
+
+
+def remote_targets(remote: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets on the shaped stores (bench/remote.py), ratios within the run."""
+    out = []
+    at = f" ({size_name(remote['size'])}, shaped)"
+    streamer = _remote_median(remote, "s3", "streamer")
+    transfer = _remote_median(remote, "s3", "boto3 download_fileobj")
+    one = _remote_median(remote, "s3", "one streamed GET (boto3)")
+    raw_streamer = _remote_median(remote, "s3 unshaped", "streamer")
+    raw_transfer = _remote_median(remote, "s3 unshaped", "boto3 download_fileobj")
+    cpu = next((r["cpu_s_per_gib"] for r in remote.get("medians", []) if r["group"] == "s3"), None)
+    ceiling = (
+        f"proxy unshaped: streamer {raw_streamer:.0f} MB/s, download_fileobj"
+        f" {raw_transfer:.0f} MB/s; shaped: streamer {streamer:.0f}, download_fileobj"
+        f" {transfer:.0f}, one GET {one:.0f} MB/s; streamer CPU {cpu or 0:.2f} s/GiB"
+    )
+    out.append(
+        _target(
+            "S3: streamer >= 0.8x boto3 download_fileobj" + at,
+            streamer / transfer,
+            0.8,
+            True,
+            ceiling,
+        )
+    )
+    out.append(_target("S3: streamer >= 4x one streamed GET" + at, streamer / one, 4.0, True))
+    gcs = _remote_median(remote, "gcs", "streamer")
+    gcs_one = _remote_median(remote, "gcs", "one streamed GET")
+    out.append(
+        _target(
+            "GCS: streamer >= 4x one streamed GET" + at,
+            gcs / gcs_one,
+            4.0,
+            True,
+            f"streamer {gcs:.0f} MB/s, one GET {gcs_one:.0f} MB/s",
+        )
+    )
+    load = remote.get("load")
+    if load:
+        n, rate = load["concurrency"], load["rate_bytes_per_s"]
+        per_stream = 4  # MiB: STREAMER_BUFFER_CHUNKS x STREAMER_CHUNK_SIZE at their defaults
+        bound = load["idle_rss_mib"] + n * per_stream + 32
+        out.append(
+            _target(
+                f"S3, {n} clients at {rate / 1e6:g} MB/s: peak RSS (MiB) <= idle + {n} x"
+                f" {per_stream} MiB + 32",
+                load["server"]["rss_peak_mib"],
+                bound,
+                False,
+                f"idle {load['idle_rss_mib']:.0f} MiB; {load['store_connections']} store"
+                " connections",
+            )
+        )
+        out.append(
+            _target(
+                f"S3, {n} clients: every one served from the start (max TTFB, s)",
+                load["ttfb_s"]["max"],
+                1.0,
+                False,
+                f"TTFB p50 {load['ttfb_s']['p50'] * 1e3:.0f} ms; slowest client"
+                f" {load['slowest_client_mb_per_s']:.2f} MB/s over {load['duration_s']:.0f} s",
+            )
+        )
+        out.append(_target(f"S3, {n} clients: zero errors", float(load["errors"]), 0.0, False))
+    for kind, got in remote.get("range", {}).items():
+        out.append(
+            _target(
+                f"{kind.upper()}: bytes from the store for a 16 KiB range (MiB, at the proxy)",
+                got["store_bytes"] / MIB,
+                1.0,
+                False,
+                f"{got['store_requests']} requests; status {got['status']},"
+                f" {got['body_bytes']} bytes sent",
+            )
+        )
+    out.append(_target("shaped runs: zero errors", float(len(remote["errors"])), 0.0, False))
+    return out
+
+
+def remote_markdown(remote: dict[str, Any]) -> str:
+    """The shaped-store section: the targets, then every case's median."""
+    shaping = remote.get("shaping", {})
+    lines = [
+        f"## Production-shaped stores ({size_name(remote['size'])})",
+        "",
+        f"The shaping proxy at its defaults: {shaping.get('latency_s', 0) * 1e3:g} ms to the"
+        f" first byte of each request, {shaping.get('bandwidth', 0) / 1e6:g} MB/s per"
+        " connection; streamer at its defaults. Cells: median MB/s (runs).",
+        "",
+        "| target | measured | goal | verdict | note |",
+        "|---|---|---|---|---|",
+    ]
+    for goal in remote_targets(remote):
+        lines.append(
+            f"| {goal['target']} | {goal['value']:.3g} |"
+            f" {'>=' if goal['higher_is_better'] else '<='} {goal['goal']:.3g} |"
+            f" **{goal['verdict']}** | {goal['note']} |"
+        )
+    lines += ["", "| group | case | MB/s | runs | CPU s/GiB |", "|---|---|---|---|---|"]
+    for row in remote.get("medians", []):
+        lines.append(
+            f"| {row['group']} | {row['case']} | {row['mb_per_s']:.0f} |"
+            f" {', '.join(f'{v:.0f}' for v in row['mb_per_s_runs'])} |"
+            f" {'-' if row['cpu_s_per_gib'] is None else format(row['cpu_s_per_gib'], '.2f')} |"
+        )
+    if remote["errors"]:
+        lines += ["", "Errors:", *(f"- {error}" for error in remote["errors"])]
+    return "\n".join(lines) + "\n"
 
 
 def _fmt_ms(value: float) -> str:
@@ -474,6 +542,8 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
                 f" {t['slow_rss_growth_mib'] / t['slow_clients']:.2f} |"
             )
         lines += ["", defaults_text(run)]
+    if run.get("remote"):
+        lines += ["", remote_markdown(run["remote"])]
     if run["profiles"]:
         lines += ["", "## Where the server's time goes (py-spy, share of samples on top)", ""]
         for fmt, frames in run["profiles"].items():

@@ -104,13 +104,13 @@ def streamer(
     chunk_size: int | None = None,
     buffer_chunks: int | None = None,
     env: Mapping[str, str] | None = None,
+    max_streams: int | None = 4096,
 ) -> Server:
+    """`streamer serve`; `max_streams` None keeps the default of STREAMER_MAX_STREAMS."""
     port = free_port()
-    settings = {
-        "STREAMER_STORAGE_URL": storage_url,
-        "STREAMER_JWT_SECRET": secret,
-        "STREAMER_MAX_STREAMS": "4096",
-    }
+    settings = {"STREAMER_STORAGE_URL": storage_url, "STREAMER_JWT_SECRET": secret}
+    if max_streams is not None:
+        settings["STREAMER_MAX_STREAMS"] = str(max_streams)
     if chunk_size is not None:
         settings["STREAMER_CHUNK_SIZE"] = str(chunk_size)
     if buffer_chunks is not None:

@@ -34,13 +34,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
         check=True,
-        timeout=100,
+        timeout=200,
         capture_output=True,
     )
     return out, json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(220)
 def test_every_case_reports_every_figure(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     rows = {(row["group"], row["case"]): row for row in results["medians"]}
@@ -104,6 +104,31 @@ def test_small_logs_and_probes_under_load_are_reported(
     assert any("/healthz p99" in t for t in targets)
     report = (out / "report.md").read_text()
     assert "## Small logs" in report and "## Probes under load" in report
+
+
+def test_the_shaped_stores_are_reported(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    remote = results["remote"]
+    cases = {(row["group"], row["case"]) for row in remote["medians"]}
+    assert cases == {
+        ("s3", "streamer"),
+        ("s3", "boto3 download_fileobj"),
+        ("s3", "one streamed GET (boto3)"),
+        ("gcs", "streamer"),
+        ("gcs", "one streamed GET"),
+        ("s3 unshaped", "streamer"),
+        ("s3 unshaped", "boto3 download_fileobj"),
+    }
+    assert all(row["runs"] == 2 for row in remote["medians"])
+    assert remote["errors"] == [] and remote["load"]["errors"] == 0
+    for kind in ("s3", "gcs"):
+        assert remote["range"][kind]["status"] == 206
+        assert remote["range"][kind]["body_bytes"] == 16 * 1024
+        assert 16 * 1024 <= remote["range"][kind]["store_bytes"]
+    shaped = [t for t in results["targets"] if "shaped" in t["target"] or "S3" in t["target"]]
+    assert len(shaped) >= 7
+    assert all(t["verdict"] in ("pass", "fail") for t in shaped)  # every one measured
+    assert "## Production-shaped stores" in (out / "report.md").read_text()
 
 
 def test_the_report_is_written_again_from_its_json(

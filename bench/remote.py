@@ -1,0 +1,336 @@
+"""Production-shaped S3 and GCS: the emulators behind the shaping proxy (tests/shaping.py).
+
+    python -m bench.remote [--size 1G] [--repeats 3] [--clients 256] [--rate 1e6]
+                           [--duration 10] [--out DIR]
+
+moto (its ranged GetObject served from the stored bytes, tests/moto_ranged.py) and
+fake-gcs-server each sit behind a shaping proxy at its defaults (a first-byte latency and
+a bandwidth cap per connection, modelling S3 in-region), run in a process of its own
+(bench/proxy.py). One object of `--size` is written straight to each emulator. Measured,
+the cases of a store in turn, `--repeats` rounds:
+- S3: `streamer serve` at its defaults over HTTP (bench/client.py), boto3
+  `download_fileobj` into a null sink (s3transfer: 10 threads, 8 MiB ranges) and one
+  streamed boto3 GET, all through the proxy (the two boto3 cases in their own process);
+- GCS: streamer, and one streamed GET of the object's media through the proxy;
+- the proxy's own ceiling, unshaped: streamer and download_fileobj through it;
+- `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), on a fresh
+  streamer at its defaults: peak RSS, errors, the slowest client, TTFB;
+- a 16 KiB range of the object: bytes and requests that reached the store (the proxy's
+  counters), after a first request warmed the catalog.
+`python -m bench` runs this too and reports its targets (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from streamer.auth import issue_token
+
+from . import servers
+from .client import fetch
+from .load import run_load_sync
+from .logs import MODEL, ORG, run_id, seed_store
+from .proxy import ProxyProcess
+from .stats import GIB, MIB, ProcSampler, memory_kib
+
+SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
+BUCKET = "bench"
+PREFIX = "store"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+RANGE = 16 * 1024
+ONE_GET = "one streamed GET (boto3)"
+TRANSFER = "boto3 download_fileobj"
+DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _seed_s3(endpoint: str, root: Path, size: int) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    for path in sorted((root / "models").rglob("*.json")):
+        client.upload_file(str(path), BUCKET, f"{PREFIX}/{path.relative_to(root)}")
+    key = f"models/{MODEL}/runs/{run_id(size)}/training.log"
+    client.upload_file(str(root / key), BUCKET, f"{PREFIX}/{key}")
+
+
+def _seed_gcs(endpoint: str, root: Path, size: int) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem(
+        "gs", endpoint_url=endpoint, token="anon", project="bench", skip_instance_cache=True
+    )
+    fs.mkdir(BUCKET)
+    paths = [*sorted((root / "models").rglob("*.json"))]
+    paths.append(root / f"models/{MODEL}/runs/{run_id(size)}/training.log")
+    for path in paths:
+        fs.put_file(str(path), f"{BUCKET}/{PREFIX}/{path.relative_to(root)}")
+
+
+def _streamer(kind: str, proxy: str, log: Path) -> servers.Server:
+    """`streamer serve` at its defaults (STREAMER_MAX_STREAMS included) on the proxied store."""
+    if kind == "s3":
+        env = {**CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": proxy}
+    else:
+        options = {"endpoint_url": proxy, "token": "anon", "project": "bench"}
+        env = {"FSSPEC_GS": json.dumps(options), "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    return servers.streamer(f"{kind}://{BUCKET}/{PREFIX}", SECRET, log, env=env, max_streams=None)
+
+
+def _case(
+    group: str, case: str, size: int, repeat: int, seconds: float, **more: Any
+) -> dict[str, Any]:
+    return {
+        "group": group,
+        "case": case,
+        "size": size,
+        "repeat": repeat,
+        "seconds": seconds,
+        "mb_per_s": size / seconds / 1e6,
+        **more,
+    }
+
+
+def _via_streamer(
+    server: servers.Server, group: str, case: str, size: int, *, repeat: int, token: str
+) -> dict[str, Any]:
+    url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
+    sampler = ProcSampler(server.pid, sample=False)
+    sampler.start()
+    got = fetch(url, token, timeout=900)
+    usage = sampler.stop().as_dict(size)
+    if got.status != 200 or got.body_bytes != size:
+        raise RuntimeError(f"{group}/{case}: status {got.status}, {got.body_bytes} bytes")
+    return _case(
+        group,
+        case,
+        size,
+        repeat,
+        got.seconds,
+        ttfb_s=got.ttfb_s,
+        cpu_s_per_gib=usage["cpu_s_per_gib"],
+        peak_rss_mib=usage["rss_peak_mib"],
+    )
+
+
+def _boto3(
+    proxy: str, group: str, case: str, size: int, *, repeat: int, transfer: bool = True
+) -> dict[str, Any]:
+    key = f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log"
+    args = [sys.executable, "-m", "bench.direct_s3", "--endpoint", proxy]
+    args += ["--bucket", BUCKET, "--key", key] + (["--transfer"] if transfer else [])
+    out = subprocess.run(
+        args, capture_output=True, check=False, timeout=900, env={**os.environ, **CREDENTIALS}
+    )
+    if out.returncode:
+        raise RuntimeError(f"{group}/{case}: {out.stderr[-300:]!r}")
+    got = orjson.loads(out.stdout)
+    if got["body_bytes"] != size:
+        raise RuntimeError(f"{group}/{case}: {got['body_bytes']} bytes")
+    return _case(group, case, size, repeat, got["seconds"], ttfb_s=got.get("ttfb_s"))
+
+
+def _gcs_get(proxy: str, size: int, *, repeat: int) -> dict[str, Any]:
+    """One streamed GET of the object's media through the proxy (fetch: a raw socket)."""
+    key = quote(f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log", safe="")
+    got = fetch(f"{proxy}/storage/v1/b/{BUCKET}/o/{key}?alt=media", None, timeout=900)
+    if got.status != 200 or got.body_bytes != size:
+        raise RuntimeError(f"gcs one GET: status {got.status}, {got.body_bytes} bytes")
+    return _case("gcs", "one streamed GET", size, repeat, got.seconds, ttfb_s=got.ttfb_s)
+
+
+def _range(server: servers.Server, proxy: ProxyProcess, size: int, token: str) -> dict[str, Any]:
+    """A 16 KiB range from the middle of the object: what reached the store for it."""
+    first = size // 2
+    path = DOWNLOAD.format(model=MODEL, run=run_id(size))
+    headers = {"Authorization": f"Bearer {token}", "Range": f"bytes={first}-{first + RANGE - 1}"}
+
+    def get() -> tuple[int, int]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            return response.status, len(response.read())
+        finally:
+            connection.close()
+
+    get()  # the catalog (model, run, the log's size) is warm for the one measured
+    proxy.reset()
+    status, body = get()
+    counters = proxy.counters()
+    return {
+        "status": status,
+        "body_bytes": body,
+        "store_bytes": counters["bytes_down"],
+        "store_requests": counters["requests"],
+    }
+
+
+def _load(
+    proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, log: Path
+) -> dict[str, Any]:
+    with _streamer("s3", proxy.url, log) as server:
+        url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
+        fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
+        time.sleep(0.5)
+        idle = memory_kib(server.pid, "VmRSS") / 1024
+        proxy.reset()
+        result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
+        result["store_connections"] = proxy.counters()["connections"]
+    result["idle_rss_mib"] = idle
+    result["size"] = size
+    return result
+
+
+def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Everything this module measures, as plain data (`root` holds the seeded log)."""
+    from tests.emulators import fake_gcs, moto_server
+
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    token = issue_token(SECRET, "bench", ORG, ["model:read"], ttl_s=24 * 3600)
+    saved = os.environ.copy()
+    os.environ.update(CREDENTIALS)
+    cases: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"size": size, "cases": cases, "range": {}, "errors": []}
+    try:
+        with moto_server() as moto, fake_gcs() as gcs:
+            _say(f"remote: writing {size / MIB:.0f} MiB to moto and fake-gcs-server")
+            _seed_s3(moto, root, size)
+            _seed_gcs(gcs, root, size)
+            with ProxyProcess(moto) as s3_proxy, ProxyProcess(gcs) as gcs_proxy:
+                result["shaping"] = {k: s3_proxy.counters()[k] for k in ("latency_s", "bandwidth")}
+                with (
+                    _streamer("s3", s3_proxy.url, logs / "streamer-s3.log") as s3,
+                    _streamer("gs", gcs_proxy.url, logs / "streamer-gcs.log") as gs,
+                ):
+                    shaped = [
+                        partial(_via_streamer, s3, "s3", "streamer", size, token=token),
+                        partial(_boto3, s3_proxy.url, "s3", TRANSFER, size),
+                        partial(_boto3, s3_proxy.url, "s3", ONE_GET, size, transfer=False),
+                        partial(_via_streamer, gs, "gcs", "streamer", size, token=token),
+                        partial(_gcs_get, gcs_proxy.url, size),
+                    ]
+                    _rounds(shaped, opts.repeats, result)
+                    result["range"]["s3"] = _range(s3, s3_proxy, size, token)
+                    result["range"]["gcs"] = _range(gs, gcs_proxy, size, token)
+                    # The proxy's own ceiling: the same reads, unshaped.
+                    s3_proxy.shape(0.0, float("inf"))
+                    unshaped = [
+                        partial(_via_streamer, s3, "s3 unshaped", "streamer", size, token=token),
+                        partial(
+                            _boto3, s3_proxy.url, "s3 unshaped", "boto3 download_fileobj", size
+                        ),
+                    ]
+                    _rounds(unshaped, opts.repeats, result)
+                s3_proxy.shape(*_defaults())
+                _say(f"remote: {opts.clients} clients at {opts.rate / 1e6:g} MB/s")
+                result["load"] = _load(s3_proxy, size, token, opts, logs / "streamer-load.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return result
+
+
+def _rounds(
+    jobs: Sequence[Callable[..., dict[str, Any]]], repeats: int, result: dict[str, Any]
+) -> None:
+    """Each job once per round, `repeats` rounds: the machine's noise falls on all alike."""
+    for repeat in range(repeats):
+        for job in jobs:
+            try:
+                result["cases"].append(job(repeat=repeat))
+            except Exception as exc:
+                result["errors"].append(f"{type(exc).__name__}: {exc}")
+        _say(f"remote: round {repeat + 1} of {repeats} done")
+
+
+def _defaults() -> tuple[float, float]:
+    from tests.shaping import BANDWIDTH, LATENCY_S
+
+    return LATENCY_S, BANDWIDTH
+
+
+def medians(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (group, case): the median MB/s and seconds, with the runs."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for case in cases:
+        groups.setdefault((case["group"], case["case"]), []).append(case)
+    return [
+        {
+            "group": group,
+            "case": name,
+            "size": runs[0]["size"],
+            "runs": len(runs),
+            "mb_per_s": statistics.median(r["mb_per_s"] for r in runs),
+            "mb_per_s_runs": [round(r["mb_per_s"], 1) for r in runs],
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "cpu_s_per_gib": statistics.median(cpu) if (cpu := _cpu(runs)) else None,
+        }
+        for (group, name), runs in groups.items()
+    ]
+
+
+def _cpu(runs: list[dict[str, Any]]) -> list[float]:
+    """streamer's CPU seconds per GiB (the boto3 cases run in their own process: none)."""
+    return [r["cpu_s_per_gib"] for r in runs if "cpu_s_per_gib" in r]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .harness import parse_size
+
+    parser = argparse.ArgumentParser(prog="python -m bench.remote", description=__doc__)
+    parser.add_argument("--size", type=parse_size, default=GIB)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=256)
+    parser.add_argument("--rate", type=float, default=1e6)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--work", type=Path, help="scratch folder for the artifact")
+    args = parser.parse_args(argv)
+    from .report import remote_markdown, remote_targets
+
+    work = Path(tempfile.mkdtemp(prefix="streamer-remote-", dir=args.work))
+    try:
+        root = work / "store"
+        seed_store(root, [args.size])
+        result = measure(root, args.size, args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["medians"] = medians(result["cases"])
+    result["targets"] = remote_targets(result)
+    text = remote_markdown(result)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "remote.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        (args.out / "remote.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
