@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from streamer.storage.store import READ_AHEAD, pool_size
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
 from tests.dataset import put
 from tests.emulators import BUCKET, FaultProxy, fsspec_conf
+from tests.shaping import ShapingProxy
 
 MiB = 1024 * 1024
 PATH = "/api/v1/models/mdl-parts/training-metrics/logs/download"
@@ -300,3 +302,133 @@ async def test_more_streams_than_the_default_pool_all_start(s3_endpoint: str) ->
     finally:
         await store.aclose()
     assert first == [LOG[: 64 * 1024]] * 40
+
+
+BIG = training_log(40 * MiB, seed=9)  # five parts of the default 8 MiB
+BIG_KEY = "models/mdl-parts/runs/run-pbig/training.log"
+
+
+@pytest.fixture(scope="module")
+def shaped(seeded: tuple[str, str]) -> Iterator[tuple[str, ShapingProxy]]:
+    """The store behind the shaping proxy at its defaults, with a 40 MiB log."""
+    kind, endpoint = seeded
+    root = f"{kind}://{BUCKET}/parts"
+    put(root, BIG_KEY, BIG)
+    put(
+        root,
+        "models/mdl-parts/runs/run-pbig/run.json",
+        orjson.dumps({"run_id": "run-pbig", "status": "completed"}),
+    )
+    with ShapingProxy(endpoint) as proxy:
+        yield kind, proxy
+
+
+def shaped_store(shaped: tuple[str, ShapingProxy]) -> Store:
+    kind, proxy = shaped
+    with fsspec_conf(kind, endpoint_url=proxy.url):
+        return Store.from_url(f"{kind}://{BUCKET}/parts", streams=8)
+
+
+@pytest.mark.anyio
+async def test_no_request_reaches_the_store_after_the_reader_closed(
+    shaped: tuple[str, ShapingProxy],
+) -> None:
+    _, proxy = shaped
+    store = shaped_store(shaped)
+    store.grow_after = MiB
+
+    async def probe() -> int:
+        """Requests of one `info`; it takes at least the proxy's latency, so requests sent
+        before it began have been counted when it ends."""
+        before = proxy.requests
+        assert await store.info(BIG_KEY) is not None
+        return proxy.requests - before
+
+    try:
+        one = await probe()
+        async with store.reading(BIG_KEY, 0, len(BIG)) as reader:
+            assert isinstance(reader, ParallelReader)
+            got = bytearray()
+            while len(got) < 3 * MiB:
+                got += await reader.read(MiB)
+            assert reader.in_flight > 1
+            await reader.aclose()
+        assert got == BIG[: len(got)]
+        assert store.read_ahead.used == 0
+        await probe()
+        assert await probe() == one  # nothing else reached the store meanwhile
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def shaped_server(shaped: tuple[str, ShapingProxy]) -> Iterator[Running]:
+    kind, proxy = shaped
+    settings = Settings(storage_url=f"{kind}://{BUCKET}/parts", jwt_secret=SECRET)
+    with fsspec_conf(kind, endpoint_url=proxy.url):
+        servers = serve_in_thread(settings)
+        running = next(servers)
+    try:
+        yield running
+    finally:
+        servers.close()
+
+
+def test_a_shaped_download_at_the_defaults_is_identical_and_a_range_reads_its_span(
+    shaped_server: Running, shaped: tuple[str, ShapingProxy], make_token: TokenFactory
+) -> None:
+    _, proxy = shaped
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    params = {"run_id": "run-pbig"}
+    proxy.reset_counters()
+    response = httpx.get(shaped_server.url + PATH, params=params, headers=headers, timeout=60)
+    assert response.status_code == 200
+    assert sha(response.content) == sha(BIG)
+    assert proxy.requests >= 5  # a part each at least
+    span = {"Range": f"bytes={20 * MiB}-{20 * MiB + 16 * 1024 - 1}"}
+    proxy.reset_counters()  # the catalog is warm (its TTL): the log's bytes alone now
+    response = httpx.get(
+        shaped_server.url + PATH, params=params, headers={**headers, **span}, timeout=60
+    )
+    assert response.status_code == 206
+    assert response.content == BIG[20 * MiB : 20 * MiB + 16 * 1024]
+    assert 16 * 1024 < proxy.bytes_down < 64 * 1024
+
+
+@pytest.mark.anyio
+async def test_s3_parts_follow_the_objects_multipart_parts(s3_endpoint: str) -> None:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    data = LOG[: 12 * MiB + 3] if len(LOG) > 12 * MiB else (LOG * 2)[: 12 * MiB + 3]
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    key = "multipart/models/mdl-m/runs/run-m/training.log"
+    client.upload_fileobj(io.BytesIO(data), BUCKET, key, Config=config)
+    store = Store.from_url(f"s3://{BUCKET}/multipart", streams=8)
+    store.parallel_min = 2 * MiB
+    try:
+        async with store.reading(key.removeprefix("multipart/"), MiB, len(data)) as reader:
+            assert isinstance(reader, ParallelReader)
+            assert reader.bounds == [
+                (MiB, 5 * MiB),
+                (5 * MiB, 10 * MiB),
+                (10 * MiB, len(data)),
+            ]
+            got = await drain(reader)
+    finally:
+        await store.aclose()
+    assert got == data[MiB:]
+
+
+async def drain(reader: ParallelReader) -> bytes:
+    got = bytearray()
+    while chunk := await reader.read(MiB):
+        got += chunk
+    return bytes(got)

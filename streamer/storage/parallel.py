@@ -127,6 +127,11 @@ class ParallelReader:
         self._stopped = anyio.Event()
 
     @property
+    def bounds(self) -> list[tuple[int, int]]:
+        """Every part's [start, end), in order."""
+        return list(self._bounds)
+
+    @property
     def in_flight(self) -> int:
         return sum(not part.done for part in self._parts)
 
