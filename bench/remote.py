@@ -91,6 +91,19 @@ def _seed_gcs(endpoint: str, root: Path, size: int) -> None:
         fs.put_file(str(path), f"{BUCKET}/{PREFIX}/{path.relative_to(root)}")
 
 
+def _moto_rate(endpoint: str, size: int, count: int = 40) -> float:
+    """HeadObject requests per second moto answers, one at a time, straight (no proxy)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    key = f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log"
+    client.head_object(Bucket=BUCKET, Key=key)
+    started = time.perf_counter()
+    for _ in range(count):
+        client.head_object(Bucket=BUCKET, Key=key)
+    return count / (time.perf_counter() - started)
+
+
 def _streamer(kind: str, proxy: str, log: Path) -> servers.Server:
     """`streamer serve` at its defaults (STREAMER_MAX_STREAMS included) on the proxied store."""
     if kind == "s3":
@@ -222,6 +235,7 @@ def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict
             _say(f"remote: writing {size / MIB:.0f} MiB to moto and fake-gcs-server")
             _seed_s3(moto, root, size)
             _seed_gcs(gcs, root, size)
+            result["moto_requests_per_s"] = _moto_rate(moto, size)
             with ProxyProcess(moto) as s3_proxy, ProxyProcess(gcs) as gcs_proxy:
                 result["shaping"] = {k: s3_proxy.counters()[k] for k in ("latency_s", "bandwidth")}
                 with (

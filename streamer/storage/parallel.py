@@ -8,10 +8,11 @@ The rules this module keeps:
   only one in flight reads at most one read (`read_size`) ahead of the consumer. When a
   `read` finds no byte in hand (the consumer waits on the store) once the stream has
   handed out `grow_after` bytes, the parts allowed in flight double, up to `MAX_PARTS`; a
-  part handed out without such a wait takes one away. The first `grow_after` bytes tell
-  nothing of the client: the socket buffers between it and the server take several MiB
-  whatever its speed. A slow consumer finds its bytes ready at every read after that: it
-  keeps one part in flight and one read buffered, within the per-stream bound.
+  part handed out without such a wait, the next one already complete, takes one away. The
+  first `grow_after` bytes tell nothing of the client: the socket buffers between it and
+  the server take several MiB whatever its speed. A slow consumer finds its bytes ready
+  at every read after that: it keeps one part in flight and one read buffered, within the
+  per-stream bound.
 - Read-ahead within a process-wide ceiling. A part started while another is in flight
   (ahead) reads its whole range; its size is taken from the shared `ReadAhead` before it
   starts and given back as its bytes are handed out or dropped. When the ceiling is
@@ -174,7 +175,7 @@ class ParallelReader:
                 return self._take(head, size)
             if head.done:
                 self._parts.popleft()
-                if not self._waited:
+                if not self._waited and (not self._parts or self._parts[0].done):
                     self.window = max(1, self.window - 1)
                 self._waited = False
                 self._fill()

@@ -33,6 +33,7 @@ READ_AHEAD = 256 * MiB  # the process-wide ceiling when none is given (STREAMER_
 PARALLEL_MIN = 2 * PART_SIZE  # smaller spans are one GET
 METADATA_CONNECTIONS = 32  # beside the downloads: the catalog's reads of run.json files
 MAX_CONNECTIONS = 1024
+PART_SIZES_KEPT = 4096
 
 
 class StoreUnreachable(Exception):
@@ -69,6 +70,7 @@ class Store:
         self.read_ahead = read_ahead or ReadAhead(READ_AHEAD)
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
         self.grow_after = GROW_AFTER
+        self._part_sizes: dict[str, int] = {}  # S3 path -> its multipart part size
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
@@ -208,7 +210,7 @@ class Store:
         pin: dict[str, str] = {}
         unit = self.part_size
         if self.kind == "s3":
-            unit = await s3_part_size(self.fs, path) or unit
+            unit = await self._s3_part_size(path) or unit
         opener = open_s3 if self.kind == "s3" else open_gcs
 
         def open_part(first: int, stop: int) -> ObjectReader:
@@ -230,6 +232,16 @@ class Store:
         )
         async with parts:
             yield parts
+
+    async def _s3_part_size(self, path: str) -> int | None:
+        """The object's part size, asked once per path: a HeadObject per download would
+        cost every download a request. A replaced object's other part size only costs
+        alignment, never bytes."""
+        if path not in self._part_sizes:
+            if len(self._part_sizes) >= PART_SIZES_KEPT:
+                self._part_sizes.clear()
+            self._part_sizes[path] = await s3_part_size(self.fs, path) or 0
+        return self._part_sizes[path] or None
 
     async def ping(self) -> None:
         """Raise StoreUnreachable unless the store answers and its bucket (or root) exists."""
