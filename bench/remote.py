@@ -14,7 +14,7 @@ the cases of a store in turn, `--repeats` rounds:
 - GCS: streamer, and one streamed GET of the object's media through the proxy;
 - the proxy's own ceiling, unshaped: streamer and download_fileobj through it;
 - `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), on a fresh
-  streamer at its defaults: peak RSS, errors, the slowest client, TTFB;
+  streamer at its defaults: peak RSS, errors, the slowest client, TTFB; the same on GCS;
 - a 16 KiB range of the object: bytes and requests that reached the store (the proxy's
   counters), after a first request warmed the catalog.
 `python -m bench` runs this too and reports its targets (bench/report.py).
@@ -204,9 +204,9 @@ def _range(server: servers.Server, proxy: ProxyProcess, size: int, token: str) -
 
 
 def _load(
-    proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, log: Path
+    kind: str, proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
-    with _streamer("s3", proxy.url, log) as server:
+    with _streamer(kind, proxy.url, log) as server:
         url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
         fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
         time.sleep(0.5)
@@ -263,7 +263,11 @@ def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict
                     _rounds(unshaped, opts.repeats, result)
                 s3_proxy.shape(*_defaults())
                 _say(f"remote: {opts.clients} clients at {opts.rate / 1e6:g} MB/s")
-                result["load"] = _load(s3_proxy, size, token, opts, logs / "streamer-load.log")
+                result["load"] = _load("s3", s3_proxy, size, token, opts, logs / "load-s3.log")
+                # The same on GCS, whose emulator answers a request far faster than moto.
+                result["load_gcs"] = _load(
+                    "gs", gcs_proxy, size, token, opts, logs / "load-gcs.log"
+                )
     finally:
         os.environ.clear()
         os.environ.update(saved)

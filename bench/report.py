@@ -303,38 +303,10 @@ def remote_targets(remote: dict[str, Any]) -> list[dict[str, Any]]:
             f"streamer {gcs:.0f} MB/s, one GET {gcs_one:.0f} MB/s",
         )
     )
-    load = remote.get("load")
-    if load:
-        n, rate = load["concurrency"], load["rate_bytes_per_s"]
-        per_stream = 4  # MiB: STREAMER_BUFFER_CHUNKS x STREAMER_CHUNK_SIZE at their defaults
-        bound = load["idle_rss_mib"] + n * per_stream + 32
-        out.append(
-            _target(
-                f"S3, {n} clients at {rate / 1e6:g} MB/s: peak RSS (MiB) <= idle + {n} x"
-                f" {per_stream} MiB + 32",
-                load["server"]["rss_peak_mib"],
-                bound,
-                False,
-                f"idle {load['idle_rss_mib']:.0f} MiB; {load['store_connections']} store"
-                " connections",
-            )
-        )
-        ttfb = load["ttfb_s"]
-        served = int(ttfb["n"])  # first bytes: no client finishes its log in the run
-        out.append(
-            _target(
-                f"S3, {n} clients: every one served from the start (max TTFB, s)",
-                ttfb["max"] if served >= n else load["duration_s"],  # some never started
-                1.0,
-                False,
-                f"{served} of {n} clients got a first byte in {load['duration_s']:.0f} s"
-                f" (TTFB p50 {ttfb['p50'] * 1e3:.0f} ms, max {ttfb['max'] * 1e3:.0f} ms);"
-                f" moto answers {remote.get('moto_requests_per_s', 0):.0f} requests/s here,"
-                " one at a time, and each new download costs it 2 (the catalog's HeadObject,"
-                " the first part's GET)",
-            )
-        )
-        out.append(_target(f"S3, {n} clients: zero errors", float(load["errors"]), 0.0, False))
+    for name, store in (("load", "S3"), ("load_gcs", "GCS")):
+        load = remote.get(name)
+        if load:
+            out += _load_targets(store, load, remote)
     for kind, got in remote.get("range", {}).items():
         out.append(
             _target(
@@ -347,6 +319,45 @@ def remote_targets(remote: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out.append(_target("shaped runs: zero errors", float(len(remote["errors"])), 0.0, False))
+    return out
+
+
+def _load_targets(store: str, load: dict[str, Any], remote: dict[str, Any]) -> list[dict[str, Any]]:
+    """Slow clients on one store: memory, a first byte for every client, errors."""
+    out = []
+    n, rate = load["concurrency"], load["rate_bytes_per_s"]
+    per_stream = 4  # MiB: STREAMER_BUFFER_CHUNKS x STREAMER_CHUNK_SIZE at their defaults
+    bound = load["idle_rss_mib"] + n * per_stream + 32
+    out.append(
+        _target(
+            f"{store}, {n} clients at {rate / 1e6:g} MB/s: peak RSS (MiB) <= idle + {n} x"
+            f" {per_stream} MiB + 32",
+            load["server"]["rss_peak_mib"],
+            bound,
+            False,
+            f"idle {load['idle_rss_mib']:.0f} MiB; {load['store_connections']} store connections",
+        )
+    )
+    ttfb = load["ttfb_s"]
+    served = int(ttfb["n"])  # first bytes: no client finishes its log in the run
+    out.append(
+        _target(
+            f"{store}, {n} clients: every one served from the start (max TTFB, s)",
+            ttfb["max"] if served >= n else load["duration_s"],  # some never started
+            1.0,
+            False,
+            f"{served} of {n} clients got a first byte in {load['duration_s']:.0f} s"
+            f" (TTFB p50 {ttfb['p50'] * 1e3:.0f} ms, max {ttfb['max'] * 1e3:.0f} ms)"
+            + (
+                f"; moto answers {remote.get('moto_requests_per_s', 0):.0f} requests/s here,"
+                " one at a time, and each new download costs it 2 (the catalog's HeadObject,"
+                " the first part's GET)"
+                if store == "S3"
+                else ""
+            ),
+        )
+    )
+    out.append(_target(f"{store}, {n} clients: zero errors", float(load["errors"]), 0.0, False))
     return out
 
 
