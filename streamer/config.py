@@ -105,8 +105,8 @@ class Settings:
         _positive_int,
         "chunks in flight per stream, read-ahead included (below 3, reads shrink to fit)",
     )
-    # Chosen by bench (README, Benchmarks): one stream reading 1 GiB from S3 at full speed
-    # uses 16 parts of 8 MiB (128 MiB); 256 MiB lets two do that at once.
+    # README, Production-shaped stores: one download at full speed holds up to 15 parts of
+    # 8 MiB ahead (120 MiB); 256 MiB lets two do that at once. Slow clients use none.
     readahead_bytes: int = _setting(
         256 * 1024 * 1024,
         _positive_int,
