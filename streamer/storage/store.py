@@ -55,19 +55,12 @@ async def open_ranged(
 class Store:
     """An fsspec filesystem and a root path inside it."""
 
-    def __init__(
-        self,
-        fs: fsspec.AbstractFileSystem,
-        root: str,
-        url: str,
-        *,
-        read_ahead: ReadAhead | None = None,
-    ) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
         # Bytes read ahead of the consumers by parallel reads, for the whole process; the
         # parts' size when the store does not tell it, the smallest span read in parts,
         # and the bytes a download sends before its parts may grow (storage.parallel).
-        self.read_ahead = read_ahead or ReadAhead(READ_AHEAD)
+        self.read_ahead = ReadAhead(READ_AHEAD)
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
         self.grow_after = GROW_AFTER
         self._part_sizes: dict[str, int] = {}  # S3 path -> its multipart part size
@@ -88,36 +81,18 @@ class Store:
         `streams` (concurrent downloads) sizes the S3 and GCS connection pools, unless the
         operator configured them: see `pool_size`.
         """
-        read_ahead = ReadAhead(read_ahead_bytes)
         protocol, _, rest = url.partition("://")
         if not rest:
             protocol, rest = "file", url
         if protocol in ("file", "local"):
-            fs = fsspec.filesystem("file")
-            return cls(fs, os.path.abspath(rest), url, read_ahead=read_ahead)
-        if protocol == "memory":
-            fs = fsspec.filesystem("memory")
-            return cls(fs, "/" + rest.strip("/"), url, read_ahead=read_ahead)
-        # Endpoint, credentials and client options come from fsspec's configuration
-        # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
-        # Listings are not cached by the filesystem: the catalog has its own TTL, and a
-        # cached listing would hide a purge from `info`.
-        connections = None if streams is None else pool_size(streams, read_ahead_bytes)
-        options = _s3_pool(connections) if protocol in ("s3", "s3a") else {}
-        try:
-            fs = fsspec.filesystem(
-                protocol,
-                asynchronous=True,
-                skip_instance_cache=True,
-                use_listings_cache=False,
-                **options,
-            )
-        except (ValueError, ImportError) as exc:  # unknown protocol, or its library missing
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise StoreUnreachable(f"store {url!r}: {reason or type(exc).__name__}") from None
-        if connections is not None and protocol in ("gs", "gcs"):
-            _gcs_pool(fs, connections)
-        return cls(fs, rest, url, read_ahead=read_ahead)
+            store = cls(fsspec.filesystem("file"), os.path.abspath(rest), url)
+        elif protocol == "memory":
+            store = cls(fsspec.filesystem("memory"), "/" + rest.strip("/"), url)
+        else:
+            connections = None if streams is None else pool_size(streams, read_ahead_bytes)
+            store = cls(_remote_fs(url, protocol, connections), rest, url)
+        store.read_ahead = ReadAhead(read_ahead_bytes)
+        return store
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -282,6 +257,29 @@ class Store:
             close = getattr(session, "close", None)
             if close is not None:
                 await close()
+
+
+def _remote_fs(url: str, protocol: str, connections: int | None) -> Any:
+    """An async filesystem for `protocol`, its pool of `connections` if given."""
+    # Endpoint, credentials and client options come from fsspec's configuration
+    # (FSSPEC_S3_*, FSSPEC_GS_* or FSSPEC_GCS_*) and the libraries' own variables.
+    # Listings are not cached by the filesystem: the catalog has its own TTL, and a
+    # cached listing would hide a purge from `info`.
+    options = _s3_pool(connections) if protocol in ("s3", "s3a") else {}
+    try:
+        fs = fsspec.filesystem(
+            protocol,
+            asynchronous=True,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+            **options,
+        )
+    except (ValueError, ImportError) as exc:  # unknown protocol, or its library missing
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise StoreUnreachable(f"store {url!r}: {reason or type(exc).__name__}") from None
+    if connections is not None and protocol in ("gs", "gcs"):
+        _gcs_pool(fs, connections)
+    return fs
 
 
 def pool_size(streams: int, read_ahead_bytes: int) -> int:
