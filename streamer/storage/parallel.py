@@ -144,7 +144,8 @@ class ParallelReader:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._outer is not None
+        if self._outer is None:
+            raise RuntimeError("the reader was not entered")
         with anyio.CancelScope(shield=True):
             await self.aclose()
         # The parts have ended; the block's own exception, if any, goes on as it is (a task
@@ -220,7 +221,8 @@ class ParallelReader:
             self._parts.append(part)
             self._next += 1
             self.peak_in_flight = max(self.peak_in_flight, in_flight + 1)
-            assert self._group is not None
+            if self._group is None:
+                raise RuntimeError("use the reader in `async with`")
             self._group.start_soon(self._fetch, part)
 
     async def _fetch(self, part: _Part) -> None:
