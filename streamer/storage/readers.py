@@ -124,6 +124,21 @@ class GzipReader:
         await self._raw.aclose()
 
 
+class ClosesOnce:
+    """A reader closed once, however many of its owners close it."""
+
+    def __init__(self, reader: ObjectReader) -> None:
+        self._reader, self._closed = reader, False
+
+    async def read(self, size: int) -> bytes:
+        return await self._reader.read(size)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._reader.aclose()
+
+
 def http_range(start: int, end: int | None) -> str:
     """The `Range` header of bytes [start, end)."""
     return f"bytes={start}-{'' if end is None else end - 1}"

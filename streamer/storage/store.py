@@ -23,7 +23,7 @@ from fsspec.asyn import AsyncFileSystem
 from .gcs import open_gcs, ping_gcs
 from .local import open_local, open_memory
 from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead
-from .readers import Empty, ObjectInfo, ObjectReader, Ranged
+from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
 from .s3 import open_s3, ping_s3, read_s3, s3_part_size
 
@@ -174,7 +174,7 @@ class Store:
         """
         remote = self.kind in ("s3", "gs")
         if not (parallel and remote and end is not None and end - start >= self.parallel_min):
-            reader = await self.open(key, start, end)
+            reader = ClosesOnce(await self.open(key, start, end))  # the pump closes it too
             try:
                 yield reader
             finally:
