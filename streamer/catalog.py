@@ -205,9 +205,11 @@ class _Cache(Generic[K, V]):
         if entry is None:
             return None
         now = self._clock()
+        if now >= entry.loaded_at + self._max_stale_s:
+            return None  # too old to serve, even after a refresh failed (which delays expiry)
         if now < entry.expires_at:
             return (entry.value,)
-        if group is None or now >= entry.loaded_at + self._max_stale_s:
+        if group is None:
             return None
         if key not in self._flights:
             group.start_soon(self._refresh, key, self._begin(key), load, entry)
