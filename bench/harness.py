@@ -468,7 +468,7 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
 
 def _catalog(run: Run, opts: Options) -> None:
     """bench.catalog_s3 in its own process (its own moto and shaping proxy)."""
-    quick = "--runs 50 --repeat 1 --ttl 0.5 --duration 3 --rate 10 --change-every 1"
+    quick = "--runs 50 --ttl 0.5 --duration 3 --rate 10 --change-every 1"
     args = quick.split() if opts.quick else []
     out = subprocess.run(
         [sys.executable, "-m", "bench.catalog_s3", "--json", *args],
