@@ -994,3 +994,25 @@ def test_the_default_run_stays_exact_through_refreshes(
         anyio.run(main)
     finally:
         store.fs.rm(store.root, recursive=True)
+
+
+@pytest.mark.anyio
+async def test_a_local_run_json_rewritten_within_one_timestamp_tick_is_still_seen(
+    tmp_path: Path,
+) -> None:
+    store = SpyStore.from_url(str(tmp_path))
+    assert isinstance(store, SpyStore)
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-13T11:00:00Z")
+    seed_run(store, "run-b", completed_at="2026-03-12T11:00:00Z")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert await default_of(catalog) == "run-a"
+    # Rewritten with the same size and, as a coarse filesystem clock would, the same mtime.
+    path = tmp_path / f"{RUNS}run-a/run.json"
+    stamp, data = path.stat().st_mtime_ns, path.read_bytes()
+    path.write_bytes(data.replace(b"2026-03-13", b"2026-03-11"))
+    os.utime(path, ns=(stamp, stamp))
+    assert path.stat().st_size == len(data)
+    clock.now += 5
+    assert await default_of(catalog) == "run-b"
