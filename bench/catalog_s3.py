@@ -112,8 +112,10 @@ async def steady(
     took: list[float] = []
     changes: list[tuple[str, float]] = []  # (run that became the default, when it was written)
     seen: list[float] = []
+    overtaken = 0  # changes replaced by a later one before they were seen
 
     async def one() -> None:
+        nonlocal overtaken
         started = time.perf_counter()
         run_id = (await catalog.resolve(MODEL, ORG, None)).run.run_id
         ended = time.perf_counter()
@@ -121,6 +123,7 @@ async def steady(
         for index, (changed, written) in enumerate(changes):
             if changed == run_id:  # seen; any earlier change was overtaken unseen
                 seen.append(ended - written)
+                overtaken += index
                 del changes[: index + 1]
                 break
 
@@ -137,6 +140,16 @@ async def steady(
         started = time.perf_counter()
         await catalog.resolve(MODEL, ORG, None)  # the model is seen once, cold
         cold = {"seconds": time.perf_counter() - started, "requests": proxy.requests}
+        # What the store itself takes, alone: a HEAD (each resolution makes one) and the
+        # listing a refresh makes.
+        heads = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await store.info(f"models/{MODEL}/model.json")
+            heads.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await store.list_versions(f"models/{MODEL}/runs/")
+        alone = {"head_s": statistics.median(heads), "listing_s": time.perf_counter() - started}
         async with contextlib.AsyncExitStack() as running:
             if not baseline:
                 await running.enter_async_context(catalog)
@@ -154,9 +167,10 @@ async def steady(
                     n += 1
         result: dict[str, Any] = latencies(took)
         result["change_seen_s"] = seen
-        result["changes_unseen"] = len(changes)
+        result["changes_unseen"] = len(changes) + overtaken
         result["refresh_failures"] = catalog.refresh_failures
         result["cold"] = cold
+        result["alone"] = alone
         return result
     finally:
         await store.aclose()

@@ -318,11 +318,18 @@ def catalog_targets(catalog: dict[str, Any]) -> list[dict[str, Any]]:
     seen = steady.get("change_seen_s", [])
     unseen = steady.get("changes_unseen", 0)
     note = ""
+    alone = steady.get("alone", {})
+    limits = (
+        f"; the store alone: a HEAD {alone['head_s'] * 1e3:.0f} ms, the listing of a refresh"
+        f" {alone['listing_s']:.2f} s"
+        if alone
+        else ""
+    )
     if steady and before:
         note = (
             f"{steady['count']} resolutions, TTL {ttl:g} s, p50 {steady['p50_s'] * 1e3:.1f} ms;"
             f" re-reading every run.json on expiry (before): p99 {before['p99_s'] * 1e3:.0f} ms,"
-            f" {before['p99_s'] / steady['p99_s']:.0f}x"
+            f" {before['p99_s'] / steady['p99_s']:.0f}x" + limits
         )
     return [
         _target(
@@ -340,6 +347,7 @@ def catalog_targets(catalog: dict[str, Any]) -> list[dict[str, Any]]:
             False,
             f"{len(seen)} changes, seen after {', '.join(f'{x:.2f}' for x in seen)} s"
             + (f"; {unseen} never seen" if unseen else "")
+            + limits
             if steady
             else "",
         ),
