@@ -94,18 +94,6 @@ class Store:
             data = self.fs.cat_file(path)
         return data
 
-    async def list_dir(self, key: str) -> list[str]:
-        """Names of the entries directly below `key`; [] when there are none."""
-        path = self.path(key)
-        try:
-            if self.is_async:
-                entries = await self.fs._ls(path, detail=False)
-            else:
-                entries = self.fs.ls(path, detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted({entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries})
-
     async def list_versions(self, prefix: str) -> dict[str, str | None]:
         """Every object below `prefix` (a key ending in "/"), keyed relative to the root, with
         a version that changes with its content (None: unknown). One paginated listing."""
