@@ -1,21 +1,41 @@
-"""Default-run resolution of a model with many runs on S3 (moto), cold and warm.
+"""The catalog of a model with many runs on S3 (moto behind the shaping proxy).
 
-    python -m bench.catalog_s3 [--runs 2000] [--repeat 3]
+    python -m bench.catalog_s3 [--runs 2000] [--ttl 1] [--duration 30] [--rate 10] [--json]
 
-Cold: a new Store and Catalog (empty cache), so the runs are listed and every run.json is
-read (64 concurrent reads). Warm: the same catalog again within its TTL (only the log
-object's existence is checked). Reported as medians, with aiobotocore's default connection
-pool (10) and with a pool of 64 (`FSSPEC_S3='{"config_kwargs": {"max_pool_connections": 64}}'`).
+The store is moto, reached through tests.shaping.ShapingProxy at its defaults (a first-byte
+latency per request and a bandwidth cap per connection, like S3 in-region); every request
+of the catalog is counted at the proxy. Each run has a run.json and a small training.log.
+
+- cold: a new Store and Catalog resolve the default run: one listing (a page per 1,000
+  keys), one read per run.json, the model.json and one HEAD of the log; the requests
+  counted at the proxy against that budget. Each of the two phases below starts with one;
+  the median of the two is reported.
+- steady: a started Catalog with `--ttl` answers a default-run resolution every
+  1/`--rate` s for `--duration` s (requests start on schedule, whatever the previous ones
+  take), so the metadata expires many times. The rate is kept within what moto serves on
+  a busy 2-core machine (about 30 requests/s, each resolution being one HEAD): above it,
+  the queue at moto is what the figures show. Meanwhile every `--change-every` s a run.json
+  is rewritten to make another run the default (straight to moto, not through the proxy);
+  the time until a resolution first returns it is "change seen after".
+- baseline: the same schedule against a catalog that re-reads every run.json on each
+  expiry while the request waits (what the catalog did before stale-while-revalidate and
+  versioned listings), for a third of `--duration`.
+
+The resolutions run in this process, without HTTP: what is measured is the catalog.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import statistics
+import sys
 import time
 from typing import Any
 
+import anyio
 import fsspec
 import orjson
 
@@ -25,89 +45,202 @@ from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_op
 
 MODEL = "mdl-many"
 ORG = "org-acme"
+ROOT = f"{BUCKET}/catalog"
 
 
-def seed(root: str, runs: int) -> str:
-    """`runs` completed runs; returns the id of the latest one (the default)."""
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    files: dict[str, bytes] = {
-        f"{root}/models/{MODEL}/model.json": orjson.dumps({"organization_id": ORG}),
-    }
-    latest = ""
+def completed_at(i: int) -> str:
+    """Seeded runs finish on 2026-03-01, many at the same minute (ties: greatest run_id)."""
+    return f"2026-03-01T{10 + (i // 60) % 12:02d}:{i % 60:02d}:00Z"
+
+
+def run_json(run_id: str, stamp: str) -> bytes:
+    return orjson.dumps({"run_id": run_id, "status": "completed", "completed_at": stamp})
+
+
+def seed(endpoint: str, runs: int) -> str:
+    """`runs` completed runs with their logs, written straight to moto; the default's id."""
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3_options(endpoint))
+    files = {f"{ROOT}/models/{MODEL}/model.json": orjson.dumps({"organization_id": ORG})}
+    stamps = {}
     for i in range(runs):
         run_id = f"run-{i:05d}"
-        minute, hour = i % 60, 10 + (i // 60) % 12
-        document = {
-            "run_id": run_id,
-            "status": "completed",
-            "completed_at": f"2026-03-{1 + i // 720:02d}T{hour:02d}:{minute:02d}:00Z",
-        }
-        files[f"{root}/models/{MODEL}/runs/{run_id}/run.json"] = orjson.dumps(document)
-        latest = max(latest, document["completed_at"] + run_id)
-    default = latest[len("2026-03-01T00:00:00Z") :]
-    files[f"{root}/models/{MODEL}/runs/{default}/training.log"] = b"x\n"
+        stamps[run_id] = completed_at(i)
+        folder = f"{ROOT}/models/{MODEL}/runs/{run_id}"
+        files[f"{folder}/run.json"] = run_json(run_id, stamps[run_id])
+        files[f"{folder}/training.log"] = b"x\n"
     fs.pipe(files)
-    return default
+    return max(stamps, key=lambda run_id: (stamps[run_id], run_id))
 
 
-async def sequential_get_ms(url: str, count: int = 50) -> float:
-    """The time of one run.json GET when they are made one after another."""
-    store = Store.from_url(url)
-    names = await store.list_dir(f"models/{MODEL}/runs")
-    started = time.perf_counter()
-    for name in names[:count]:
-        await store.read_bytes(f"models/{MODEL}/runs/{name}/run.json")
-    elapsed = time.perf_counter() - started
-    await store.aclose()
-    return elapsed / min(count, len(names)) * 1000
+class FullReread(Store):
+    """A store whose listing gives no versions, so that every refresh reads every run.json."""
+
+    async def list_versions(self, prefix: str) -> dict[str, str | None]:
+        return dict.fromkeys(await super().list_versions(prefix))
 
 
-async def measure(url: str, repeat: int) -> tuple[list[float], list[float], str]:
-    cold, warm, run_id = [], [], ""
-    for _ in range(repeat):
-        store = Store.from_url(url)
-        catalog = Catalog(store, ttl_s=60)
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def latencies(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50_s": quantile(values, 0.5),
+        "p99_s": quantile(values, 0.99),
+        "max_s": max(values),
+    }
+
+
+async def steady(
+    url: str,
+    endpoint: str,
+    proxy: Any,
+    *,
+    ttl_s: float,
+    duration_s: float,
+    rate: float,
+    change_every_s: float,
+    baseline: bool,
+) -> dict[str, Any]:
+    """Default-run resolutions on a schedule; rewrites of run.json on another (not for the
+    baseline); returns the latencies and how long each change took to be seen."""
+    store = (FullReread if baseline else Store).from_url(url)
+    writer = fsspec.filesystem("s3", skip_instance_cache=True, **s3_options(endpoint))
+    catalog = Catalog(store, ttl_s=ttl_s)
+    took: list[float] = []
+    changes: list[tuple[str, float]] = []  # (run that became the default, when it was written)
+    seen: list[float] = []
+    overtaken = 0  # changes replaced by a later one before they were seen
+
+    async def one() -> None:
+        nonlocal overtaken
         started = time.perf_counter()
-        log = await catalog.resolve(MODEL, ORG, None)
-        cold.append(time.perf_counter() - started)
+        run_id = (await catalog.resolve(MODEL, ORG, None)).run.run_id
+        ended = time.perf_counter()
+        took.append(ended - started)
+        for index, (changed, written) in enumerate(changes):
+            if changed == run_id:  # seen; any earlier change was overtaken unseen
+                seen.append(ended - written)
+                overtaken += index
+                del changes[: index + 1]
+                break
+
+    async def change(n: int) -> None:
+        # Run n becomes the latest completed run (one day later than the one before).
+        run_id = f"run-{n:05d}"
+        data = run_json(run_id, f"2027-{1 + n // 28:02d}-{1 + n % 28:02d}T00:00:00Z")
+        path = f"{ROOT}/models/{MODEL}/runs/{run_id}/run.json"
+        await anyio.to_thread.run_sync(writer.pipe_file, path, data)
+        changes.append((run_id, time.perf_counter()))
+
+    try:
+        proxy.reset_counters()
         started = time.perf_counter()
-        await catalog.resolve(MODEL, ORG, None)
-        warm.append(time.perf_counter() - started)
-        run_id = log.run.run_id
+        await catalog.resolve(MODEL, ORG, None)  # the model is seen once, cold
+        cold = {"seconds": time.perf_counter() - started, "requests": proxy.requests}
+        # What the store itself takes, alone: a HEAD (each resolution makes one) and the
+        # listing a refresh makes.
+        heads = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await store.info(f"models/{MODEL}/model.json")
+            heads.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await store.list_versions(f"models/{MODEL}/runs/")
+        alone = {"head_s": statistics.median(heads), "listing_s": time.perf_counter() - started}
+        async with contextlib.AsyncExitStack() as running:
+            if not baseline:
+                await running.enter_async_context(catalog)
+            group = await running.enter_async_context(anyio.create_task_group())
+            start = time.perf_counter()
+            next_change, n = change_every_s, 0
+            for tick in range(int(duration_s * rate)):
+                at = start + tick / rate
+                await anyio.sleep(max(0.0, at - time.perf_counter()))
+                group.start_soon(one)
+                # No change in the last 3 TTLs: each one has the time to be seen.
+                if not baseline and next_change <= at - start <= duration_s - 3 * ttl_s:
+                    group.start_soon(change, n)
+                    next_change += change_every_s
+                    n += 1
+        result: dict[str, Any] = latencies(took)
+        result["change_seen_s"] = seen
+        result["changes_unseen"] = len(changes) + overtaken
+        result["refresh_failures"] = catalog.refresh_failures
+        result["cold"] = cold
+        result["alone"] = alone
+        return result
+    finally:
         await store.aclose()
-    return cold, warm, run_id
+
+
+def measure(
+    runs: int, ttl_s: float, duration_s: float, rate: float, change_every_s: float
+) -> dict[str, Any]:
+    from tests.shaping import ShapingProxy
+
+    with moto_server() as endpoint, ShapingProxy(endpoint) as proxy:
+        make_bucket("s3", **s3_options(endpoint))
+        started = time.perf_counter()
+        default = seed(endpoint, runs)
+        print(f"seeded {runs} runs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        url = f"s3://{ROOT}"
+        with fsspec_conf("s3", **s3_options(proxy.url)):
+            common = {"ttl_s": ttl_s, "rate": rate, "change_every_s": change_every_s}
+            ours = asyncio.run(
+                steady(url, endpoint, proxy, duration_s=duration_s, baseline=False, **common)
+            )
+            print(f"steady: p99 {ours['p99_s'] * 1e3:.1f} ms", file=sys.stderr)
+            before = asyncio.run(
+                steady(url, endpoint, proxy, duration_s=duration_s / 3, baseline=True, **common)
+            )
+            print(f"baseline: p99 {before['p99_s'] * 1e3:.1f} ms", file=sys.stderr)
+        colds = [ours.pop("cold"), before.pop("cold")]
+        print(f"cold: {[round(c['seconds'], 2) for c in colds]} s", file=sys.stderr)
+        keys = 2 * runs
+        return {
+            "runs": runs,
+            "keys_below_runs": keys,
+            "default": default,
+            "proxy": {"latency_s": proxy.latency_s, "bandwidth": proxy.bandwidth},
+            "ttl_s": ttl_s,
+            "rate_per_s": rate,
+            "duration_s": duration_s,
+            "cold": {
+                "seconds": statistics.median(c["seconds"] for c in colds),
+                "requests": statistics.median(c["requests"] for c in colds),
+                # model.json + listing pages + one GET per run.json + the log's HEAD
+                "budget": 1 + math.ceil(keys / 1000) + runs + 1,
+                "repeat": len(colds),
+            },
+            "steady": ours,
+            "baseline": before,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ttl", type=float, default=1.0, help="STREAMER_CATALOG_TTL_S")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of resolutions")
+    parser.add_argument("--rate", type=float, default=10.0, help="resolutions per second")
+    parser.add_argument("--change-every", type=float, default=5.0, help="seconds")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    with moto_server() as endpoint, fsspec_conf("s3", **s3_options(endpoint)):
-        make_bucket("s3")
-        url = f"s3://{BUCKET}/catalog"
-        started = time.perf_counter()
-        default = seed(url, args.runs)
-        print(f"seeded {args.runs} runs in {time.perf_counter() - started:.1f} s")
-        one = asyncio.run(sequential_get_ms(url))
+    result = measure(args.runs, args.ttl, args.duration, args.rate, args.change_every)
+    if args.json:
+        print(orjson.dumps(result).decode())
+        return
+    c, s, b = result["cold"], result["steady"], result["baseline"]
+    print(f"cold: {c['seconds']:.2f} s, {c['requests']:.0f} requests (budget {c['budget']})")
+    for name, r in (("stale-while-revalidate", s), ("baseline", b)):
         print(
-            f"one run.json GET, sequential: {one:.1f} ms "
-            f"(so {args.runs} sequential GETs would take about {one * args.runs / 1000:.1f} s)"
+            f"{name}: p50 {r['p50_s'] * 1e3:.1f} ms, p99 {r['p99_s'] * 1e3:.1f} ms,"
+            f" max {r['max_s'] * 1e3:.1f} ms over {r['count']} resolutions"
         )
-        pools: list[tuple[str, dict[str, Any]]] = [
-            ("default pool (10)", {}),
-            ("pool 64", {"config_kwargs": {"max_pool_connections": 64}}),
-        ]
-        print(f"| runs | client | cold ms (median of {args.repeat}) | warm ms |")
-        print("|---|---|---|---|")
-        for name, options in pools:
-            with fsspec_conf("s3", **options):
-                cold, warm, run_id = asyncio.run(measure(url, args.repeat))
-            assert run_id == default, (run_id, default)
-            print(
-                f"| {args.runs} | {name} | {statistics.median(cold) * 1000:.0f} "
-                f"| {statistics.median(warm) * 1000:.1f} |"
-            )
+    print(f"changes seen after (s): {[round(x, 3) for x in s['change_seen_s']]}")
 
 
 if __name__ == "__main__":

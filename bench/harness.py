@@ -108,6 +108,8 @@ class Run:
     saturation: list[dict[str, Any]] = field(default_factory=list)
     # S3 and GCS behind the shaping proxy (bench/remote.py).
     remote: dict[str, Any] = field(default_factory=dict)
+    # The catalog of a model with many runs on shaped S3 (bench.catalog_s3).
+    catalog: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     # Kept for the plots only, not written: the client's gaps of each case's last run.
     gaps: dict[str, list[float]] = field(default_factory=dict)
@@ -483,6 +485,23 @@ def _remote_cases(run: Run, opts: Options, work: Path, root: Path) -> None:
     run.remote["medians"] = remote.medians(run.remote["cases"])
 
 
+def _catalog(run: Run, opts: Options) -> None:
+    """bench.catalog_s3 in its own process (its own moto and shaping proxy)."""
+    quick = "--runs 50 --ttl 0.5 --duration 3 --rate 10 --change-every 1"
+    args = quick.split() if opts.quick else []
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.catalog_s3", "--json", *args],
+        capture_output=True,
+        check=False,
+        timeout=1800,
+    )
+    if out.returncode:
+        run.errors.append(f"catalog: {out.stderr[-300:]!r}")
+        return
+    run.catalog = orjson.loads(out.stdout.splitlines()[-1])
+    print("catalog done", file=sys.stderr, flush=True)
+
+
 TUNING_GRID = [
     (chunk, depth) for chunk in (256 << 10, 1 << 20, 2 << 20, 4 << 20) for depth in (3, 4, 6)
 ]
@@ -613,6 +632,7 @@ def execute(opts: Options) -> Path:
         _s3_cases(run, opts, work, root, token)
         if opts.remote_size:
             _remote_cases(run, opts, work, root)
+        _catalog(run, opts)
         if opts.tune:
             _tuning(run, opts, root, work, token)
     finally:

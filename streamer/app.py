@@ -81,11 +81,14 @@ class Streamer:
                 try:
                     await self.auth.start()
                     await self.store.ping()
+                    await self.catalog.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._catalog is not None:
+                    await self._catalog.aclose()
                 if self._store is not None:
                     await self._store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

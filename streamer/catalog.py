@@ -2,8 +2,16 @@
 
 `Catalog.resolve` is check 4 of the contract: it turns a model id, the caller's organization
 and an optional run id into the `LogObject` to stream, or raises one of the 404 errors.
-Metadata (model.json, run.json) is cached per process for `ttl_s` seconds; the existence of
-the log object is checked on every call so that a purge is seen at once.
+
+Caching, per process:
+- Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`.
+  Once expired it is still served, while one refresh runs in the catalog's task group (so
+  a request never waits for the refresh of a model already seen), for at most 10 TTLs (at
+  least 60 s) after its last successful load. A failed refresh keeps the old metadata and
+  is tried again at the next expiry; past the bound, requests wait for a load again.
+- A model's runs are one listing of `models/<m>/runs/` with each object's version (ETag,
+  generation, mtime); a refresh reads only the run.json files that are new or changed.
+- The log object's existence is checked on every call, so that a purge is seen at once.
 """
 
 from __future__ import annotations
@@ -11,13 +19,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import anyio
 import orjson
+from anyio.abc import TaskGroup
 
 from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
 from streamer.storage import ObjectInfo, Store
@@ -36,6 +45,10 @@ _TIMESTAMP = re.compile(
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _READ_CONCURRENCY = 64
 _CACHE_ENTRIES = 10_000
+# Expired metadata is served while it is refreshed for at most this long after its last
+# successful load (10 TTLs, at least a minute); then requests wait for a load again.
+_STALE_TTLS = 10
+_STALE_MIN_S = 60.0
 # A key the store cannot read counts as absent; S3 answers 403 for a missing key when the
 # role may not list the bucket. Any other failure is an outage and propagates.
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -139,9 +152,9 @@ def _parse_model(model_id: str, data: bytes) -> str:
     return organization
 
 
-def _default_run(runs: dict[str, Run]) -> Run | None:
+def _default_run(runs: Iterable[Run]) -> Run | None:
     """The completed run with the latest completed_at; ties go to the greatest run_id."""
-    completed = [run for run in runs.values() if run.status == "completed"]
+    completed = [run for run in runs if run.status == "completed"]
     if not completed:
         return None
     return max(completed, key=lambda r: (r.completed_at or _NEVER, r.run_id))
@@ -151,53 +164,177 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class _Shared(Generic[K, V]):
-    """A TTL cache whose concurrent misses on one key share a single load."""
+class _Flight(Generic[V]):
+    """One load in progress; its result is empty if it failed or was cancelled."""
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
-        self._ttl_s, self._clock = ttl_s, clock
-        self._values: dict[K, tuple[float, V]] = {}
-        self._flights: dict[K, tuple[anyio.Event, list[V]]] = {}
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: list[V] = []
 
-    def peek(self, key: K) -> tuple[V] | None:
-        entry = self._values.get(key)
-        if entry is not None and self._clock() < entry[0]:
-            return (entry[1],)
-        return None
 
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        while (flight := self._flights.get(key)) is not None:
-            await flight[0].wait()
-            if flight[1]:
-                return flight[1][0]
-            # The leader failed or was cancelled: try again, maybe as the leader.
-        if (hit := self.peek(key)) is not None:
-            return hit[0]
-        done, result = anyio.Event(), cast(list[V], [])
-        self._flights[key] = (done, result)
+@dataclass
+class _Entry(Generic[V]):
+    value: V
+    loaded_at: float  # the clock when the load that produced `value` ended
+    expires_at: float  # the first request from then on starts a refresh
+
+
+class _Cache(Generic[K, V]):
+    """A TTL cache that serves an expired value while one refresh runs in the background.
+
+    Concurrent loads of one key are one load. A value is fresh for `ttl_s`; after that, if
+    a task group is given, it is served as it is while a refresh runs there, for at most
+    `max_stale_s` after its load; past that, or without a task group, requests wait for a
+    load. A failed refresh keeps the value and tries again at the next expiry. `load` is
+    given the previous value (or None), so that it may re-read only what changed.
+    """
+
+    def __init__(
+        self, name: str, ttl_s: float, max_stale_s: float, clock: Callable[[], float]
+    ) -> None:
+        self._name, self._ttl_s, self._max_stale_s, self._clock = name, ttl_s, max_stale_s, clock
+        self._entries: dict[K, _Entry[V]] = {}
+        self._flights: dict[K, _Flight[V]] = {}
+        self.failures = 0  # refreshes that failed in the background
+
+    def cached(
+        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
+    ) -> tuple[V] | None:
+        """The value if one may be served now, without waiting; may start a refresh."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now >= entry.loaded_at + self._max_stale_s:
+            return None  # too old to serve, even after a refresh failed (which delays expiry)
+        if now < entry.expires_at:
+            return (entry.value,)
+        if group is None:
+            return None
+        if key not in self._flights:
+            group.start_soon(self._refresh, key, self._begin(key), load, entry)
+        return (entry.value,)
+
+    async def get(
+        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
+    ) -> V:
+        while (hit := self.cached(key, load, group)) is None:
+            flight = self._flights.get(key)
+            if flight is None:
+                entry = self._entries.get(key)
+                return await self._load(key, self._begin(key), load, entry)
+            await flight.done.wait()
+            if flight.result:
+                return flight.result[0]
+            # That load failed or was cancelled: try again, maybe as the leader.
+        return hit[0]
+
+    def _begin(self, key: K) -> _Flight[V]:
+        flight: _Flight[V] = _Flight()
+        self._flights[key] = flight
+        return flight
+
+    async def _load(
+        self,
+        key: K,
+        flight: _Flight[V],
+        load: Callable[[V | None], Awaitable[V]],
+        entry: _Entry[V] | None,
+    ) -> V:
         try:
-            result.append(await load())
+            value = await load(None if entry is None else entry.value)
+            flight.result.append(value)
         finally:
             del self._flights[key]
-            done.set()
+            flight.done.set()
         if self._ttl_s > 0:
-            self._values.pop(key, None)
-            if len(self._values) >= _CACHE_ENTRIES:
-                del self._values[next(iter(self._values))]
-            self._values[key] = (self._clock() + self._ttl_s, result[0])
-        return result[0]
+            now = self._clock()
+            self._entries.pop(key, None)
+            if len(self._entries) >= _CACHE_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = _Entry(value, now, now + self._ttl_s)
+        return value
+
+    async def _refresh(
+        self,
+        key: K,
+        flight: _Flight[V],
+        load: Callable[[V | None], Awaitable[V]],
+        entry: _Entry[V],
+    ) -> None:
+        try:
+            await self._load(key, flight, load, entry)
+        except Exception as exc:
+            self.failures += 1
+            now = self._clock()
+            entry.expires_at = now + self._ttl_s
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            logger.warning(
+                "%s %s: refresh failed, serving what was loaded %.0f s ago: %s",
+                self._name,
+                key,
+                now - entry.loaded_at,
+                reason,
+            )
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A model's runs as last listed: per run folder, the version of its run.json and the
+    run it holds (None: gone or malformed); the default run, decided once per listing."""
+
+    seen: dict[str, tuple[str | None, Run | None]]
+    default: Run | None
+
+    @classmethod
+    def of(cls, seen: dict[str, tuple[str | None, Run | None]]) -> _Listing:
+        return cls(seen, _default_run(run for _, run in seen.values() if run is not None))
 
 
 class Catalog:
-    """Resolves download requests against the store's models/ tree."""
+    """Resolves download requests against the store's models/ tree.
+
+    Use it as an async context manager (or `start()` and `aclose()`) for the application's
+    lifetime: metadata that expired is then refreshed in the background while requests are
+    served what was loaded before. Without it, a request that finds metadata expired waits
+    for the refresh.
+    """
 
     def __init__(
         self, store: Store, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.store = store
-        self._models: _Shared[str, str | None] = _Shared(ttl_s, clock)
-        self._runs: _Shared[str, dict[str, Run]] = _Shared(ttl_s, clock)
-        self._run: _Shared[tuple[str, str], Run | None] = _Shared(ttl_s, clock)
+        max_stale_s = max(_STALE_TTLS * ttl_s, _STALE_MIN_S)
+        self._models: _Cache[str, str | None] = _Cache("model", ttl_s, max_stale_s, clock)
+        self._runs: _Cache[str, _Listing] = _Cache("runs of model", ttl_s, max_stale_s, clock)
+        self._run: _Cache[tuple[str, str], Run | None] = _Cache("run", ttl_s, max_stale_s, clock)
+        self._group: TaskGroup | None = None
+
+    @property
+    def refresh_failures(self) -> int:
+        """Background refreshes that failed (their metadata was kept)."""
+        return self._models.failures + self._runs.failures + self._run.failures
+
+    async def start(self) -> None:
+        """Refresh expired metadata in the background from now on."""
+        if self._group is None:
+            group = anyio.create_task_group()
+            await group.__aenter__()
+            self._group = group
+
+    async def aclose(self) -> None:
+        """Cancel the refreshes in progress; expired metadata is then reloaded in requests."""
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+
+    async def __aenter__(self) -> Catalog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def resolve(
         self, model_id: str, organization: str, run_id: str | None, now: datetime | None = None
@@ -210,7 +347,7 @@ class Catalog:
         """
         if not valid_model_id(model_id):
             raise ModelNotFound()
-        owner = await self._models.get(model_id, lambda: self._load_model(model_id))
+        owner = await self._models.get(model_id, lambda _: self._load_model(model_id), self._group)
         if owner != organization:
             raise ModelNotFound()
         if run_id is not None:
@@ -220,8 +357,8 @@ class Catalog:
             if run is None:
                 raise RunNotFound()
         else:
-            runs = await self._runs.get(model_id, lambda: self._load_runs(model_id))
-            run = _default_run(runs)
+            listing = await self._runs.get(model_id, self._runs_loader(model_id), self._group)
+            run = listing.default
             if run is None:
                 raise NoCompletedRun()
         now = now or datetime.now(UTC)
@@ -229,6 +366,8 @@ class Catalog:
             now = now.replace(tzinfo=UTC)
         if run.logs_expire_at is not None and run.logs_expire_at < now:
             raise LogsExpired()
+        # Never cached: a purge shows at once, and HEAD and 304 answers need the object's
+        # current size and version.
         folder = f"models/{model_id}/runs/{run.run_id}"
         for name, gzip in (("training.log", False), ("training.log.gz", True)):
             info = await self.store.info(f"{folder}/{name}")
@@ -237,10 +376,17 @@ class Catalog:
         raise LogsPurged()
 
     async def _explicit_run(self, model_id: str, run_id: str) -> Run | None:
-        listed = self._runs.peek(model_id)
-        if listed is not None:
-            return listed[0].get(run_id)
-        return await self._run.get((model_id, run_id), lambda: self._load_run(model_id, run_id))
+        # The model's listing, if one may be served, knows the run; a run created since it
+        # was made is not in it, and is read on its own (as is any run of an unlisted model).
+        listed = self._runs.cached(model_id, self._runs_loader(model_id), self._group)
+        if listed is not None and run_id in listed[0].seen:
+            return listed[0].seen[run_id][1]
+        return await self._run.get(
+            (model_id, run_id), lambda _: self._load_run(model_id, run_id), self._group
+        )
+
+    def _runs_loader(self, model_id: str) -> Callable[[_Listing | None], Awaitable[_Listing]]:
+        return lambda previous: self._load_runs(model_id, previous)
 
     async def _load_model(self, model_id: str) -> str | None:
         try:
@@ -263,27 +409,37 @@ class Catalog:
             logger.warning("model %s run %s: run.json ignored: %s", model_id, run_id, exc)
             return None
 
-    async def _load_runs(self, model_id: str) -> dict[str, Run]:
-        names = [n for n in await self.store.list_dir(f"models/{model_id}/runs") if valid_run_id(n)]
-        pending = iter(names)
-        runs: dict[str, Run] = {}
+    async def _load_runs(self, model_id: str, previous: _Listing | None) -> _Listing:
+        """One listing of the model's runs/ tree with versions; only the run.json files that
+        are new or whose version changed (or is unknown) are read, in parallel."""
+        prefix = f"models/{model_id}/runs/"
+        versions: dict[str, str | None] = {}
+        for key, version in (await self.store.list_versions(prefix)).items():
+            run_id, _, name = key.removeprefix(prefix).partition("/")
+            if name == "run.json" and valid_run_id(run_id):
+                versions[run_id] = version
+        known = previous.seen if previous is not None else {}
+        seen = {
+            run_id: known[run_id]
+            for run_id, version in versions.items()
+            if version is not None and run_id in known and known[run_id][0] == version
+        }
+        pending = iter([run_id for run_id in versions if run_id not in seen])
         failures: list[Exception] = []
 
         async def worker() -> None:
             for run_id in pending:
                 try:
-                    run = await self._load_run(model_id, run_id)
+                    seen[run_id] = (versions[run_id], await self._load_run(model_id, run_id))
                 except Exception as exc:
                     # Re-raised bare below rather than as an ExceptionGroup.
                     failures.append(exc)
                     group.cancel_scope.cancel()
                     return
-                if run is not None:
-                    runs[run_id] = run
 
         async with anyio.create_task_group() as group:
-            for _ in range(min(_READ_CONCURRENCY, len(names))):
+            for _ in range(min(_READ_CONCURRENCY, len(versions) - len(seen))):
                 group.start_soon(worker)
         if failures:
             raise failures[0]
-        return runs
+        return _Listing.of(seen)

@@ -75,6 +75,11 @@ UPSTREAM_RETRIES = Counter(
     "Reads of log objects reopened after a transient store fault.",
     registry=REGISTRY,
 )
+CATALOG_REFRESH_FAILURES = Counter(
+    "streamer_catalog_refresh_failures",
+    "Background refreshes of catalog metadata that failed (what was loaded before is kept).",
+    registry=REGISTRY,
+)
 CLIENT_DISCONNECTS = Counter(
     "streamer_client_disconnects",
     "Downloads the client left before their end.",

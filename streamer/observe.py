@@ -23,6 +23,7 @@ import orjson
 
 from . import errors, metrics
 from .asgi import Message, Receive, Scope, Send
+from .catalog import Catalog
 from .config import Settings
 from .ops import Drain, Readiness
 from .ops import Service as Checked
@@ -45,10 +46,13 @@ if not access_logger.handlers:
 
 class Service(Checked, Protocol):
     """What the middleware needs of the app it wraps (which imports this module, not the
-    reverse): its settings, keys and store, and to be called."""
+    reverse): its settings, keys, store and catalog, and to be called."""
 
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def catalog(self) -> Catalog: ...
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
@@ -96,6 +100,7 @@ class Observe:
         self._retries_counted = 0
         # The labelled children of the request counter, looked up once per label set.
         self._requests: dict[tuple[str, int, str], Any] = {}
+        self._refresh_failures_counted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -246,6 +251,10 @@ class Observe:
         if retries:
             metrics.UPSTREAM_RETRIES.inc(retries)
             self._retries_counted += retries
+        failures = self.app.catalog.refresh_failures - self._refresh_failures_counted
+        if failures:
+            metrics.CATALOG_REFRESH_FAILURES.inc(failures)
+            self._refresh_failures_counted += failures
         if outcome == "client_disconnect":
             metrics.CLIENT_DISCONNECTS.inc()
         line = {

@@ -12,6 +12,8 @@ import pytest
 
 from streamer.app import Streamer
 from streamer.config import Settings
+from streamer.metrics import REGISTRY
+from streamer.observe import Observe
 from streamer.pump import Message, StreamAborted
 from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET, Running, TokenFactory
@@ -194,3 +196,73 @@ def test_store_failure_mid_stream_breaks_the_connection(
     assert 0 < len(received) < LOG_SIZE
     if query:
         assert not received.rstrip().endswith(b"]")
+
+
+class HeldListings(Store):
+    """A local store whose listings wait, while `gate` is set, until the event is set, and
+    fail while `fail` is true."""
+
+    gate: anyio.Event | None = None
+    fail = False
+    listings = 0
+
+    async def list_versions(self, prefix: str) -> dict[str, str | None]:
+        self.listings += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise OSError("store down")
+        return await super().list_versions(prefix)
+
+
+def refresh_failures() -> float:
+    return REGISTRY.get_sample_value("streamer_catalog_refresh_failures_total") or 0.0
+
+
+@pytest.mark.anyio
+async def test_the_lifespan_runs_the_catalog_refreshes_in_the_background(
+    tmp_path: Path, token: str
+) -> None:
+    put_run(str(tmp_path), "mdl-big", "run-1", LOG_LINE)
+    store = HeldListings.from_url(str(tmp_path))
+    assert isinstance(store, HeldListings)
+    # Expired as soon as loaded: every request finds the default run's metadata stale.
+    settings = Settings(storage_url=str(tmp_path), jwt_secret=SECRET, catalog_ttl_s=1e-9)
+    app = Observe(Streamer(settings, store=store))
+    to_app, lifespan_inbox = anyio.create_memory_object_stream[Message](2)
+    from_app: list[str] = []
+    answered = anyio.Event()
+
+    async def lifespan_send(message: Message) -> None:
+        from_app.append(message["type"])
+        answered.set()
+
+    async def download() -> int:
+        peer = Peer(keep=10**9)
+        await app(scope(token), peer.receive, peer.send)
+        status: int = peer.messages[0]["status"]
+        return status
+
+    with anyio.fail_after(10), to_app, lifespan_inbox:
+        async with anyio.create_task_group() as group:
+            group.start_soon(app, {"type": "lifespan"}, lifespan_inbox.receive, lifespan_send)
+            await to_app.send({"type": "lifespan.startup"})
+            await answered.wait()
+            assert from_app == ["lifespan.startup.complete"]
+            assert await download() == 200
+            failed = refresh_failures()
+            store.fail = True
+            assert await download() == 200  # served while the refresh fails
+            await anyio.wait_all_tasks_blocked()
+            assert await download() == 200
+            assert refresh_failures() > failed  # counted, for /metrics
+            await anyio.wait_all_tasks_blocked()
+            store.fail = False
+            store.gate = anyio.Event()  # never set: the refresh stays held
+            assert await download() == 200  # served while the refresh waits
+            await anyio.wait_all_tasks_blocked()
+            assert store.listings == 4
+            answered = anyio.Event()
+            await to_app.send({"type": "lifespan.shutdown"})
+            await answered.wait()  # the held refresh was cancelled, not awaited
+    assert from_app == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

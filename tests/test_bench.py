@@ -82,6 +82,10 @@ def test_concurrency_and_targets_are_reported(quick_run: tuple[Path, dict[str, A
     assert set(verdicts.values()) <= {"pass", "fail", "n/a"}
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "## Concurrency" in report
+    catalog = results["catalog"]
+    assert catalog["cold"]["requests"] <= catalog["cold"]["budget"]
+    assert catalog["steady"]["count"] == 30 and catalog["baseline"]["count"] == 10
+    assert "## Catalog" in report
 
 
 def test_small_logs_and_probes_under_load_are_reported(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -12,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import fsspec
 import orjson
 import pytest
 from hypothesis import example, given, settings
@@ -26,6 +29,7 @@ from streamer.errors import (
     RunNotFound,
 )
 from streamer.storage import ObjectInfo, Store
+from tests.emulators import BUCKET
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 ORG = "org-acme"
@@ -65,7 +69,11 @@ def anyio_backend() -> str:
 
 
 class SpyStore(Store):
-    """A real store that records every call and how many reads overlap."""
+    """A real store that records every call and how many reads overlap.
+
+    `fail` fails the next read of a key; `fail_listing` fails every listing while set;
+    `listing_gate`, while set, holds every listing until the event is set.
+    """
 
     def __init__(self, fs: Any, root: str, url: str) -> None:
         super().__init__(fs, root, url)
@@ -73,6 +81,12 @@ class SpyStore(Store):
         self.in_flight = 0
         self.max_in_flight = 0
         self.fail: dict[str, BaseException] = {}
+        self.fail_listing: BaseException | None = None
+        self.listing_gate: anyio.Event | None = None
+        # Remote stores are written through a blocking twin of their filesystem.
+        self.writer = (
+            fsspec.filesystem(self.kind, skip_instance_cache=True) if self.is_async else fs
+        )
 
     def reads(self, suffix: str) -> list[str]:
         return [key for op, key in self.calls if op == "read_bytes" and key.endswith(suffix)]
@@ -90,9 +104,16 @@ class SpyStore(Store):
         finally:
             self.in_flight -= 1
 
-    async def list_dir(self, key: str) -> list[str]:
-        self.calls.append(("list_dir", key))
-        return await super().list_dir(key)
+    def listings(self) -> list[str]:
+        return [key for op, key in self.calls if op == "list_versions"]
+
+    async def list_versions(self, prefix: str) -> dict[str, str | None]:
+        self.calls.append(("list_versions", prefix))
+        if self.listing_gate is not None:
+            await self.listing_gate.wait()
+        if self.fail_listing is not None:
+            raise self.fail_listing
+        return await super().list_versions(prefix)
 
     async def info(self, key: str) -> ObjectInfo | None:
         self.calls.append(("info", key))
@@ -100,11 +121,22 @@ class SpyStore(Store):
 
     def put(self, key: str, data: bytes) -> None:
         path = self.path(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
+        if not self.is_async:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.writer.pipe_file(path, data)
 
     def remove(self, key: str) -> None:
-        self.fs.rm(self.path(key))
+        self.writer.rm(self.path(key))
+
+    def settle(self) -> None:
+        """Date the local files written in the last minute an hour back, as if written long
+        ago (a file written in the last seconds has no trusted version: it is read at every
+        refresh)."""
+        if self.kind == "other":
+            now = time.time_ns()
+            for path in self.fs.find(self.root):
+                if os.stat(path).st_mtime_ns > now - 60 * 10**9:
+                    os.utime(path, ns=(now - 3600 * 10**9,) * 2)
 
 
 def memory_store() -> SpyStore:
@@ -583,6 +615,7 @@ async def test_metadata_is_cached_for_the_ttl(store: SpyStore) -> None:
     seed_model(store)
     for i in range(5):
         seed_run(store, f"run-{i}", completed_at=f"2026-03-1{i}T00:00:00Z")
+    store.settle()
     clock = Clock()
     catalog = Catalog(store, ttl_s=5, clock=clock)
     assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-4"
@@ -603,7 +636,8 @@ async def test_metadata_is_cached_for_the_ttl(store: SpyStore) -> None:
     clock.now += 0.2
     seed_run(store, "run-5", completed_at="2026-03-19T00:00:00Z")
     assert (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id == "run-5"
-    assert len(store.reads("run.json")) == 6
+    assert store.listings() == [f"models/{MODEL}/runs/"]
+    assert store.reads("run.json") == [f"models/{MODEL}/runs/run-5/run.json"]  # only the new one
     assert len(store.reads("model.json")) == 1
 
 
@@ -620,7 +654,7 @@ async def test_explicit_run_lookup_reads_only_its_run_json(store: SpyStore) -> N
         f"models/{MODEL}/model.json",
         f"models/{MODEL}/runs/run-a/run.json",
     ]
-    assert ("list_dir", f"models/{MODEL}/runs") not in store.calls
+    assert store.listings() == []
     clock.now += 5
     await catalog.resolve(MODEL, ORG, "run-a", now=NOW)
     assert len(store.reads("runs/run-a/run.json")) == 2
@@ -698,3 +732,287 @@ async def test_two_thousand_runs_are_read_concurrently(store: SpyStore) -> None:
     assert found.run.run_id == f"run-{latest:05d}"
     assert len(store.reads("run.json")) == 2000
     assert 1 < store.max_in_flight <= 64
+
+
+# --- refreshes: stale-while-revalidate, incremental, the staleness bound ------------------
+
+RUNS = f"models/{MODEL}/runs/"
+
+
+async def default_of(catalog: Catalog) -> str:
+    return (await catalog.resolve(MODEL, ORG, None, now=NOW)).run.run_id
+
+
+@pytest.mark.anyio
+async def test_expired_metadata_is_served_while_one_refresh_runs(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    clock = Clock()
+    with anyio.fail_after(10):
+        async with Catalog(store, ttl_s=5, clock=clock) as catalog:
+            assert await default_of(catalog) == "run-a"
+            seed_run(store, "run-b", completed_at="2026-03-02T00:00:00Z")
+            store.listing_gate = gate = anyio.Event()
+            clock.now += 5
+            # Expired: answered at once with what was loaded, while the refresh is held.
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            assert store.listings() == [RUNS, RUNS]  # the cold one, and the refresh: held
+            for _ in range(3):
+                assert await default_of(catalog) == "run-a"
+            assert store.listings() == [RUNS, RUNS]  # one refresh, not one per request
+            gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert await default_of(catalog) == "run-b"
+            assert store.listings() == [RUNS, RUNS]
+            assert catalog.refresh_failures == 0
+
+
+@pytest.mark.anyio
+async def test_without_start_an_expired_model_is_refreshed_in_the_request(
+    store: SpyStore,
+) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert await default_of(catalog) == "run-a"
+    seed_run(store, "run-b", completed_at="2026-03-02T00:00:00Z")
+    clock.now += 5
+    assert await default_of(catalog) == "run-b"
+
+
+@pytest.mark.anyio
+async def test_a_refresh_reads_only_new_and_changed_run_json(store: SpyStore) -> None:
+    await check_only_changes_are_read(store)
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote_url(request: pytest.FixtureRequest) -> str:
+    """A fresh folder on the S3 or GCS emulator."""
+    request.getfixturevalue("s3_endpoint" if request.param == "s3" else "gcs_endpoint")
+    return f"{request.param}://{BUCKET}/catalog-{uuid.uuid4().hex}"
+
+
+@pytest.mark.anyio
+async def test_a_refresh_on_the_emulators_reads_only_what_their_listing_shows_changed(
+    remote_url: str,
+) -> None:
+    store = SpyStore.from_url(remote_url)
+    assert isinstance(store, SpyStore)
+    try:
+        await check_only_changes_are_read(store)
+    finally:
+        await store.aclose()
+
+
+async def check_only_changes_are_read(store: SpyStore) -> None:
+    seed_model(store)
+    for i in range(6):
+        seed_run(store, f"run-{i}", completed_at=f"2026-03-1{i}T00:00:00Z")
+    store.settle()
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert await default_of(catalog) == "run-5"
+    assert store.listings() == [RUNS]  # cold: one listing, one read per run.json
+    assert sorted(store.reads("run.json")) == [f"{RUNS}run-{i}/run.json" for i in range(6)]
+
+    store.calls.clear()
+    seed_run(store, "run-2", completed_at="2026-03-19T00:00:00Z")  # changed
+    seed_run(store, "run-7", completed_at="2026-03-01T00:00:00Z")  # appeared
+    store.remove(f"{RUNS}run-5/run.json")  # disappeared
+    store.settle()
+    clock.now += 5
+    assert await default_of(catalog) == "run-2"
+    assert store.listings() == [RUNS]
+    assert sorted(store.reads("run.json")) == [f"{RUNS}run-2/run.json", f"{RUNS}run-7/run.json"]
+    with pytest.raises(RunNotFound):
+        await catalog.resolve(MODEL, ORG, "run-5", now=NOW)
+
+    store.calls.clear()
+    clock.now += 5
+    assert await default_of(catalog) == "run-2"
+    assert store.listings() == [RUNS]
+    assert store.reads("run.json") == []  # nothing changed: nothing read
+
+
+@pytest.mark.anyio
+async def test_a_malformed_run_json_is_read_again_only_when_it_changes(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    seed_run(store, "run-b", raw=b"{")
+    store.settle()
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert await default_of(catalog) == "run-a"
+    store.calls.clear()
+    clock.now += 5
+    assert await default_of(catalog) == "run-a"
+    assert store.reads("run.json") == []
+    seed_run(store, "run-b", completed_at="2026-03-02T00:00:00Z")
+    store.settle()
+    clock.now += 5
+    assert await default_of(catalog) == "run-b"
+    assert store.reads("run.json") == [f"{RUNS}run-b/run.json"]
+
+
+@pytest.mark.anyio
+async def test_a_run_created_after_the_listing_is_found_by_its_id(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    catalog = Catalog(store, ttl_s=60, clock=Clock())
+    assert await default_of(catalog) == "run-a"
+    seed_run(store, "run-new", status="running", completed_at=None)
+    found = await catalog.resolve(MODEL, ORG, "run-new", now=NOW)
+    assert found.run.status == "running"
+    assert store.listings() == [RUNS]  # read on its own, not by listing again
+
+
+@pytest.mark.anyio
+async def test_a_failed_refresh_keeps_the_metadata_up_to_the_bound(
+    store: SpyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    clock = Clock()
+    with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="streamer.catalog"):
+        async with Catalog(store, ttl_s=5, clock=clock) as catalog:
+            loaded = clock.now
+            assert await default_of(catalog) == "run-a"
+            seed_run(store, "run-b", completed_at="2026-03-02T00:00:00Z")
+            store.fail_listing = OSError("store down")
+            clock.now += 5
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            assert catalog.refresh_failures == 1
+            assert "refresh failed" in caplog.text and "store down" in caplog.text
+            # Not tried again before the next expiry.
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            assert len(store.listings()) == 2 and catalog.refresh_failures == 1
+            clock.now += 5
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            assert len(store.listings()) == 3 and catalog.refresh_failures == 2
+            # Just before the bound (60 s, which is more than 10 TTLs here): still served.
+            clock.now = loaded + 59.9
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            # Past it: the request waits for a load, and sees the store's failure.
+            clock.now = loaded + 60
+            with pytest.raises(OSError, match="store down"):
+                await default_of(catalog)
+            store.fail_listing = None
+            assert await default_of(catalog) == "run-b"
+            # The model itself was refreshed meanwhile: it never failed.
+            assert catalog.refresh_failures == 3
+
+
+@pytest.mark.anyio
+async def test_a_purge_is_seen_at_once_while_metadata_is_stale(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    clock = Clock()
+    with anyio.fail_after(10):
+        async with Catalog(store, ttl_s=5, clock=clock) as catalog:
+            assert await default_of(catalog) == "run-a"
+            store.listing_gate = anyio.Event()
+            clock.now += 5
+            store.remove(f"{RUNS}run-a/training.log")
+            with pytest.raises(LogsPurged):
+                await default_of(catalog)
+            with pytest.raises(LogsPurged):
+                await catalog.resolve(MODEL, ORG, "run-a", now=NOW)
+            seed_run(store, "run-a")
+            assert await default_of(catalog) == "run-a"
+
+
+@pytest.mark.anyio
+async def test_closing_cancels_a_refresh_in_progress(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    with anyio.fail_after(10):
+        async with catalog:
+            assert await default_of(catalog) == "run-a"
+            store.listing_gate = anyio.Event()  # never set
+            clock.now += 5
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+        # Closed: the held refresh was cancelled; requests load for themselves again.
+        store.listing_gate = None
+        assert await default_of(catalog) == "run-a"
+    assert len(store.listings()) == 3
+
+
+run_documents = st.one_of(
+    st.none(),  # run.json removed
+    st.tuples(
+        st.sampled_from(["queued", "running", "completed", "completed", "failed", "cancelled"]),
+        st.sampled_from(
+            [None, "2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z", "2026-03-02T02:00:00+02:00"]
+        ),
+    ),
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["run-a", "run-b", "run-B", "run-c"]), run_documents),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_default_run_stays_exact_through_refreshes(
+    changes: list[tuple[str, tuple[str, str | None] | None]],
+) -> None:
+    store = memory_store()
+    seed_model(store)
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+
+    async def outcome(catalog: Catalog) -> str:
+        try:
+            return await default_of(catalog)
+        except (NoCompletedRun, LogsPurged) as exc:
+            return type(exc).__name__
+
+    async def main() -> None:
+        for run_id, document in changes:
+            if document is None:
+                if store.fs.exists(store.path(f"{RUNS}{run_id}/run.json")):
+                    store.remove(f"{RUNS}{run_id}/run.json")
+            else:
+                seed_run(store, run_id, status=document[0], completed_at=document[1])
+            clock.now += 5
+            # What a catalog that reads everything says, every time.
+            assert await outcome(catalog) == await outcome(Catalog(store, ttl_s=0))
+
+    try:
+        anyio.run(main)
+    finally:
+        store.fs.rm(store.root, recursive=True)
+
+
+@pytest.mark.anyio
+async def test_a_local_run_json_rewritten_within_one_timestamp_tick_is_still_seen(
+    tmp_path: Path,
+) -> None:
+    store = SpyStore.from_url(str(tmp_path))
+    assert isinstance(store, SpyStore)
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-13T11:00:00Z")
+    seed_run(store, "run-b", completed_at="2026-03-12T11:00:00Z")
+    clock = Clock()
+    catalog = Catalog(store, ttl_s=5, clock=clock)
+    assert await default_of(catalog) == "run-a"
+    # Rewritten with the same size and, as a coarse filesystem clock would, the same mtime.
+    path = tmp_path / f"{RUNS}run-a/run.json"
+    stamp, data = path.stat().st_mtime_ns, path.read_bytes()
+    path.write_bytes(data.replace(b"2026-03-13", b"2026-03-11"))
+    os.utime(path, ns=(stamp, stamp))
+    assert path.stat().st_size == len(data)
+    clock.now += 5
+    assert await default_of(catalog) == "run-b"

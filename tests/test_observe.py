@@ -34,6 +34,7 @@ METRIC_NAMES = (
     "streamer_stream_duration_seconds",
     "streamer_upstream_errors_total",
     "streamer_upstream_retries_total",
+    "streamer_catalog_refresh_failures_total",
     "streamer_client_disconnects_total",
 )
 

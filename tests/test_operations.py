@@ -76,7 +76,8 @@ def processes() -> Iterator[Callable[..., ServerProcess]]:
 
 
 def access_lines(server: ServerProcess) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in server.lines if line.startswith('{"time"')]
+    # A copy first: the reader thread appends to the deque meanwhile.
+    return [orjson.loads(line) for line in list(server.lines) if line.startswith('{"time"')]
 
 
 def test_sigterm_drains_then_lets_running_downloads_finish(

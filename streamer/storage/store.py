@@ -21,6 +21,7 @@ import fsspec.config
 from fsspec.asyn import AsyncFileSystem
 
 from .gcs import open_gcs, ping_gcs
+from .listing import list_gcs, list_local, list_memory, list_s3
 from .local import open_local, open_memory
 from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead
 from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
@@ -67,6 +68,7 @@ class Store:
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
+        self._protocols = protocols
         # Upstream faults during object reads, for metrics: every failed read or open of a
         # remote object counts as an error; every reopen after one counts as a retry.
         self.retries = 0
@@ -108,17 +110,29 @@ class Store:
             data = self.fs.cat_file(path)
         return data
 
-    async def list_dir(self, key: str) -> list[str]:
-        """Names of the entries directly below `key`; [] when there are none."""
-        path = self.path(key)
+    async def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """Every object below `prefix` (a key ending in "/"), keyed relative to the root, with
+        a version that changes with its content (None: unknown). One paginated listing."""
+        if self.kind in ("s3", "gs"):
+            bucket, _, base = self.root.partition("/")
+            base = base + "/" if base else ""
+            lister = list_s3 if self.kind == "s3" else list_gcs
+            listed = await lister(self.fs, bucket, base + prefix)
+            return {key.removeprefix(base): version for key, version in listed.items()}
+        if self.kind == "memory":
+            return list_memory(self.fs, self.root, prefix)
+        if not self.is_async and "file" in self._protocols:
+            return list_local(self.root, prefix)
+        path = self.path(prefix)
         try:
             if self.is_async:
-                entries = await self.fs._ls(path, detail=False)
+                found = await self.fs._find(path, detail=True)
             else:
-                entries = self.fs.ls(path, detail=False)
+                found = self.fs.find(path, detail=True)
         except FileNotFoundError:
-            return []
-        return sorted({entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries})
+            return {}
+        base = self.path("")
+        return {name.removeprefix(base): _etag(raw) for name, raw in found.items()}
 
     async def info(self, key: str) -> ObjectInfo | None:
         """Size and version of an object; None when it does not exist."""

@@ -1,0 +1,94 @@
+"""Listing every object below a prefix with its version, in as few requests as the store allows.
+
+A version is an opaque string that changes when the object's content may have changed: the
+ETag on S3, the generation on GCS, the modification time and size on a local disk, the
+creation time on the memory store. None means "unknown, read it again". One listing has no
+delimiter, so it sees every key of the tree below the prefix: S3 and GCS answer 1,000 keys
+per page.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+# A local file modified this recently may be rewritten within the same timestamp tick
+# (filesystems stamp with a coarse clock) and keep its mtime and size: its version is
+# unknown until it is older ("racy git"). 2 s covers the coarsest common filesystems.
+_RACY_NS = 2_000_000_000
+
+
+async def list_s3(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+    """Keys below `prefix` (relative to the bucket) with their ETags; paginated."""
+    found: dict[str, str | None] = {}
+    token: dict[str, str] = {}
+    while True:
+        page = await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, **token)
+        for item in page.get("Contents", ()):
+            etag = item.get("ETag")
+            found[item["Key"]] = etag.strip('"') if etag else None
+        if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+            return found
+        token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+async def list_gcs(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+    """Object names below `prefix` with their generations; paginated."""
+    found: dict[str, str | None] = {}
+    page_token: str | None = None
+    while True:
+        page = await fs._call(
+            "GET",
+            "b/{}/o",
+            bucket,
+            json_out=True,
+            prefix=prefix,
+            pageToken=page_token,
+            fields="items(name,generation),nextPageToken",
+        )
+        for item in page.get("items", ()):
+            generation = item.get("generation")
+            found[item["name"]] = str(generation) if generation else None
+        page_token = page.get("nextPageToken")
+        if not page_token:
+            return found
+
+
+def list_local(root: str, prefix: str) -> dict[str, str | None]:
+    """Files below `root/prefix` (keys relative to `root`) with mtime_ns and size."""
+    found: dict[str, str | None] = {}
+    racy_after = time.time_ns() - _RACY_NS
+    pending = [prefix.rstrip("/")]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, folder)))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            key = f"{folder}/{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(key)
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            except OSError:  # a symlink loop, say: unknown, and the read will tell
+                found[key] = None
+                continue
+            fresh = stat.st_mtime_ns > racy_after
+            found[key] = None if fresh else f"{stat.st_mtime_ns}:{stat.st_size}"
+    return found
+
+
+def list_memory(fs: Any, root: str, prefix: str) -> dict[str, str | None]:
+    """Objects of fsspec's memory store below `root/prefix`, with creation time and size
+    (each write makes a new object)."""
+    base = f"{root}/"
+    found = fs.find(f"{root}/{prefix}", detail=True)
+    return {
+        path.removeprefix(base): f"{info.get('created')}:{info.get('size')}"
+        for path, info in found.items()
+    }
