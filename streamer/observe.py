@@ -224,8 +224,8 @@ class Observe:
             (b"cache-control", b"no-store"),
             (b"x-request-id", rid.encode()),
         ]
-        if status == 405:
-            headers.append((b"allow", b"GET, HEAD"))
+        if status == 405:  # a problem, with the headers of every other
+            headers += [(b"x-content-type-options", b"nosniff"), (b"allow", b"GET, HEAD")]
         return status, headers, body
 
     def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:

@@ -171,6 +171,22 @@ async def test_the_documented_methods_are_those_answered(base_settings: Settings
             else:
                 assert status == 405, (method, path)
                 assert headers["allow"] == ", ".join(sorted(documented, key=METHODS.index))
+                assert_documented("MethodNotAllowed", headers, body, method)
+
+
+def assert_documented(name: str, headers: dict[str, str], body: bytes, method: str) -> None:
+    """The headers and problem body of an answer are those of the response called `name`."""
+    response = COMPONENTS["responses"][name]
+    for header, definition in response["headers"].items():
+        definition = resolve(definition)
+        value = headers.get(header.lower())
+        assert value is not None or not definition.get("required"), (name, header, method)
+        if value is not None:
+            typed = int(value) if definition["schema"]["type"] == "integer" else value
+            assert jsonschema_rs.is_valid(definition["schema"], typed), (name, header, value)
+    if method != "HEAD":
+        pointer = f"/components/responses/{name}/content/application~1problem+json/schema"
+        schema_validator(pointer).validate(orjson.loads(body))
 
 
 def test_every_operation_has_an_id_and_the_download_operations_need_a_token() -> None:
