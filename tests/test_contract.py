@@ -73,7 +73,7 @@ with_token = schemathesis.openapi.from_path(
     ),
 )
 # Without one, or with another tenant's: any model id, the download operations only.
-downloads = schemathesis.openapi.from_path(DOCUMENT, config=config(20)).include(path_regex="^/api/")
+downloads = schemathesis.openapi.from_path(DOCUMENT, config=config(10)).include(path_regex="^/api/")
 
 
 @pytest.fixture(scope="module")
