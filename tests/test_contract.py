@@ -9,7 +9,8 @@ invalid ones) and go to a child process serving a store seeded here.
   are tried against a real log.
 - Without a token, and with a valid token of another organization, every download
   operation with any model id: only problems (401 without a token; 400 or 404 with the
-  other tenant's), never a byte of a log.
+  other tenant's; 405, or 404 `not_found`, where routing answers first), never a byte of
+  a log. (The probes and the document serve no log and need no token.)
 
 A failure prints the request as a `curl` command that reproduces it.
 """
