@@ -8,6 +8,7 @@ tests/test_contract.py then lets schemathesis send it requests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tomllib
@@ -29,10 +30,19 @@ from streamer.app import Streamer
 from streamer.catalog import MODEL_ID, RUN_ID
 from streamer.config import Settings
 from streamer.encoders import FIELD_NAMES, Fields, reference_encode
+from streamer.lines import MAX_MESSAGE, entry, parse_block
 from streamer.observe import Observe
+from streamer.pages import (
+    DEFAULT_LIMIT,
+    DIRECTIONS,
+    MAX_CONTAINS,
+    MAX_LIMIT,
+    PageQuery,
+    parse_page_query,
+)
 from streamer.plan import FORMATS, REQUEST_ID
-from streamer.routes import route_name, templates
 from streamer.pump import Message
+from streamer.routes import route_name, templates
 from tests.conftest import Running
 from tests.dataset import LOG_A2
 from tests.test_observe import AccessLog, metric, scrape
@@ -263,6 +273,28 @@ def test_parameters_follow_the_parser() -> None:
     assert header["pattern"] == f"^{REQUEST_ID.pattern}$"
 
 
+def test_page_parameters_follow_the_parser() -> None:
+    parameters = COMPONENTS["parameters"]
+    limit = parameters["Limit"]["schema"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, MAX_LIMIT, DEFAULT_LIMIT)
+    assert parameters["Direction"]["schema"]["enum"] == list(DIRECTIONS)
+    assert parameters["Contains"]["schema"]["maxLength"] == MAX_CONTAINS
+    level = jsonschema_rs.validator_for(parameters["LevelFilter"]["schema"])
+    for text in ("INFO", "warn,ERROR", "a,b,c", "", "INFO,", ",INFO", "IN FO", "W4RN", "É"):
+        accepted = True
+        try:
+            parse_page_query(b"level=" + text.encode())
+        except errors.InvalidQuery:
+            accepted = False
+        assert level.is_valid(text) == accepted, text
+    # The Get Logs operations document every field of the parsed query, and only those.
+    parsed = dataclasses.fields(PageQuery)
+    read = {"level" if field.name == "levels" else field.name for field in parsed}
+    for path, _, operation in operations():
+        if path.endswith("/logs"):
+            assert {resolve(p)["name"] for p in operation["parameters"]} == read, path
+
+
 @pytest.mark.parametrize("fields", list(FIELD_NAMES))
 def test_the_line_model_is_the_encoders(fields: Fields) -> None:
     timestamp, level, message = FIELD_NAMES[fields]
@@ -276,3 +308,23 @@ def test_the_line_model_is_the_encoders(fields: Fields) -> None:
         line.validate(item)
         assert not line.is_valid({**item, "extra": 1})
         assert not line.is_valid({key: value for key, value in item.items() if key != "line"})
+
+
+@pytest.mark.parametrize("fields", list(FIELD_NAMES))
+def test_the_page_entry_is_the_pages(fields: Fields) -> None:
+    long = b"2026-03-13T10:00:00Z [INFO] " + "é".encode() * MAX_MESSAGE + b"\n"
+    lines = parse_block(LOG_A2 + b"\n\nplain\n" + long, 0)
+    entries = [entry(line, fields) for line in lines]
+    assert entries[-1]["truncated"] is True
+    validator = schema_validator("/components/schemas/PageEntry")
+    for item in entries:
+        validator.validate(item)
+        assert not validator.is_valid({**item, "extra": 1})
+        assert not validator.is_valid({**item, "truncated": False})
+        assert not validator.is_valid(
+            {key: value for key, value in item.items() if key != "offset"}
+        )
+    page = {"model_id": "mdl-a", "run_id": "run-1", "data": entries}
+    schema_validator("/components/schemas/Page").validate(
+        {**page, "next_cursor": "c", "prev_cursor": None}
+    )
