@@ -1,10 +1,11 @@
 """The ASGI middleware around `Streamer`: probes, Prometheus metrics, one access-log line.
 
-It answers `/healthz`, `/readyz` and `/metrics` itself (no token), and watches every other
-request by wrapping `send` and `receive`: status, body bytes, first-byte time, whether the
-client left early, whether the app aborted. The app adds what only it knows (subject,
-organization, model, run, format) to the per-request dict `scope["streamer"]` through
-`annotate()`. The access log never holds a header or a query string, so never a token.
+It answers `/healthz`, `/readyz`, `/metrics` and `/openapi.json` itself (no token), and
+watches every other request by wrapping `send` and `receive`: status, body bytes,
+first-byte time, whether the client left early, whether the app aborted. The app adds
+what only it knows (subject, organization, model, run, format) to the per-request dict
+`scope["streamer"]` through `annotate()`. The access log never holds a header or a query
+string, so never a token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, Protocol
 
 import anyio
@@ -29,9 +31,10 @@ from .ops import Drain, Readiness
 from .ops import Service as Checked
 from .plan import match_download, request_id, target
 from .pump import StreamAborted
-from .routes import route_name
+from .routes import PROBES, route_name
 
-PROBES = ("/healthz", "/readyz", "/metrics")
+# The API's contract, served as kept in the package: the bytes of the file, unchanged.
+OPENAPI_DOCUMENT = resources.files(__package__).joinpath("openapi.json")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -101,6 +104,7 @@ class Observe:
         # The labelled children of the request counter, looked up once per label set.
         self._requests: dict[tuple[str, int, str], Any] = {}
         self._refresh_failures_counted = 0
+        self.openapi = OPENAPI_DOCUMENT.read_bytes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -217,14 +221,16 @@ class Observe:
             status, body = (200 if ready[0] else 503), ready[1].encode() + b"\n"
         elif path == "/metrics":
             media_type, body = metrics.CONTENT_TYPE, metrics.exposition()
+        elif path == "/openapi.json":
+            media_type, body = "application/json", self.openapi
         headers = [
             (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
             (b"x-request-id", rid.encode()),
         ]
-        if status == 405:
-            headers.append((b"allow", b"GET, HEAD"))
+        if status == 405:  # a problem, with the headers of every other
+            headers += [(b"x-content-type-options", b"nosniff"), (b"allow", b"GET, HEAD")]
         return status, headers, body
 
     def _record(self, scope: Scope, exchange: _Exchange, outcome: str) -> None:

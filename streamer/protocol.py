@@ -125,6 +125,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"HTTP/1.1 {error.status} {error.title}\r\n"
             "content-type: application/problem+json\r\n"
             f"content-length: {len(body)}\r\n"
+            "cache-control: no-store\r\n"
+            "x-content-type-options: nosniff\r\n"
             f"x-request-id: {rid}\r\n"
             "connection: close\r\n\r\n"
         )

@@ -27,7 +27,17 @@ def _route(name: RouteName, suffix: str) -> Route:
 
 
 ROUTES = (_route("download", "/download"), _route("logs", ""))
-PROBES = ("/healthz", "/readyz", "/metrics")
+# Answered by the observing middleware before the app, without a token.
+PROBES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+
+
+def templates() -> tuple[str, ...]:
+    """Every path served, as templates: the paths of the OpenAPI document."""
+    api = "/api/v1/models/{model_id}/training%s/logs"
+    return (
+        *(api % alias + route.suffix for route in ROUTES for alias in ("-metrics", "/metrics")),
+        *PROBES,
+    )
 
 
 def match(path: str) -> tuple[Route, str] | None:

@@ -61,6 +61,9 @@ def assert_refused(raw: bytes, status: int, code: str) -> None:
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
     assert b"content-type: application/problem+json" in head
     assert b"connection: close" in head
+    # The headers of every other problem (the OpenAPI document's error responses).
+    assert b"cache-control: no-store" in head
+    assert b"x-content-type-options: nosniff" in head
     problem = orjson.loads(body)
     assert (problem["status"], problem["code"]) == (status, code)
     assert f"x-request-id: {problem['request_id']}".encode() in head
