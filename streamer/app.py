@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from starlette.datastructures import Headers
@@ -145,19 +147,12 @@ class Streamer:
         log = await self._resolve(model_id, principal.organization, plan.run_id)
         annotate(scope, run=log.run.run_id)
         check_version(plan, log)
-        try:
+        with _store_failures(log.key):
             file = await open_log(self.store, log)
             try:
                 page = await read_page(file, plan, log.run.status in TERMINAL)
             finally:
                 await file.aclose()
-        except FileNotFoundError:
-            raise errors.LogsPurged() from None
-        except StreamerError:
-            raise
-        except Exception as exc:
-            logger.warning("store read failed for %s: %s", log.key, type(exc).__name__)
-            raise errors.UpstreamError() from None
         body = page_body(plan, page, log, self.cursors)
         headers = [
             (b"content-type", b"application/json"),
@@ -201,7 +196,7 @@ class Streamer:
             transforms.append(LineEncoder(plan.encode, plan.fields))
         if plan.gzip:
             transforms.append(GzipEncoder())
-        try:
+        with _store_failures(log.key):
             # Parallel reads hold one read of their own for a slow client: it takes the
             # pump's queued slot, so they need the three chunks in hand plus one.
             async with self.store.reading(
@@ -224,13 +219,21 @@ class Streamer:
                     length=plan.length,
                     turns=self.turns,
                 )
-        except FileNotFoundError:
-            raise errors.LogsPurged() from None
-        except (StreamerError, StreamAborted):
-            raise
-        except Exception as exc:
-            logger.warning("store read failed for %s: %s", log.key, type(exc).__name__)
-            raise errors.UpstreamError() from None
+
+
+@contextmanager
+def _store_failures(key: str) -> Iterator[None]:
+    """Reading a log: a missing object is a purge, any other store failure a 502 (or, once
+    the response has started, the abort the pump raised)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise errors.LogsPurged() from None
+    except (StreamerError, StreamAborted):
+        raise
+    except Exception as exc:
+        logger.warning("store read failed for %s: %s", key, type(exc).__name__)
+        raise errors.UpstreamError() from None
 
 
 async def _problem(send: Send, error: StreamerError, rid: str, method: str) -> None:
