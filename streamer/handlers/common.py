@@ -1,0 +1,66 @@
+"""What both routes need of the service, and what both do with the catalog and the store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from .. import errors
+from ..catalog import Catalog, LogObject
+from ..config import Settings
+from ..cursors import CursorCodec
+from ..errors import StreamerError
+from ..ops import StreamSlots
+from ..pump import StreamAborted
+from ..storage import Store
+from ..turns import Turns
+
+logger = logging.getLogger("streamer")
+
+
+class Service(Protocol):
+    """The parts of the running service a route handler uses."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def slots(self) -> StreamSlots: ...
+    @property
+    def turns(self) -> Turns: ...
+    @property
+    def cursors(self) -> CursorCodec: ...
+
+
+async def resolve(
+    catalog: Catalog, model_id: str, organization: str, run_id: str | None
+) -> LogObject:
+    """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""
+    try:
+        return await catalog.resolve(model_id, organization, run_id)
+    except StreamerError:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        logger.warning("store failed while resolving model %s: %s", model_id, reason)
+        raise errors.UpstreamError() from None
+
+
+@contextmanager
+def store_failures(key: str) -> Iterator[None]:
+    """Reading a log: a missing object is a purge, any other store failure a 502 (or, once
+    the response has started, the abort the pump raised)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise errors.LogsPurged() from None
+    except (StreamerError, StreamAborted):
+        raise
+    except Exception as exc:
+        logger.warning("store read failed for %s: %s", key, type(exc).__name__)
+        raise errors.UpstreamError() from None

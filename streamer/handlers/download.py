@@ -1,0 +1,97 @@
+"""The download route: the log as a file, raw or encoded line by line, pumped to the client."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.datastructures import Headers
+
+from ..asgi import Receive, Scope, Send
+from ..auth import Principal, authorize
+from ..catalog import valid_model_id
+from ..coding import Chain, GzipEncoder
+from ..encoders import LineEncoder
+from ..observe import annotate
+from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
+from ..pump import Transform, pump, read_size
+from ..storage import GzipReader, ObjectReader, ParallelReader
+from .common import Service, resolve, store_failures
+
+
+async def download(
+    service: Service,
+    scope: Scope,
+    model_id: str,
+    principal: Principal,
+    rid: str,
+    receive: Receive,
+    send: Send,
+) -> None:
+    headers = Headers(scope=scope)
+    method: str = scope["method"]
+    query = parse_query(scope.get("query_string", b""))
+    # Only an id of the catalog's shape reaches the access log: the path is the client's.
+    annotate(scope, model=model_id if valid_model_id(model_id) else None)
+    annotate(scope, format=query.format)
+    authorize(principal)
+    # bandit B101 (assert): for mypy only, authorize() has refused None.
+    assert principal.organization is not None  # nosec B101
+    log = await resolve(service.catalog, model_id, principal.organization, query.run_id)
+    annotate(scope, run=log.run.run_id)
+    plan = plan_response(
+        log,
+        query,
+        method,
+        negotiation_headers(headers),
+        gzip=service.settings.gzip,
+        now=datetime.now(UTC),
+    )
+    with service.slots.take():
+        await _respond(service, plan, log.key, method, rid, receive, send)
+
+
+async def _respond(
+    service: Service,
+    plan: ResponsePlan,
+    key: str,
+    method: str,
+    rid: str,
+    receive: Receive,
+    send: Send,
+) -> None:
+    headers = [*plan.headers, (b"x-request-id", rid.encode())]
+    start = {"type": "http.response.start", "status": plan.status, "headers": headers}
+    if method == "HEAD" or not plan.has_body:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    chunk_size, buffer_chunks = service.settings.chunk_size, service.settings.buffer_chunks
+    size = read_size(chunk_size, buffer_chunks)
+    transforms: list[Transform] = []
+    if plan.encode is not None:
+        transforms.append(LineEncoder(plan.encode, plan.fields))
+    if plan.gzip:
+        transforms.append(GzipEncoder())
+    with store_failures(key):
+        # Parallel reads hold one read of their own for a slow client: it takes the
+        # pump's queued slot, so they need the three chunks in hand plus one.
+        async with service.store.reading(
+            key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 4
+        ) as raw:
+            if isinstance(raw, ParallelReader):
+                buffer_chunks -= 1
+            reader: ObjectReader = raw
+            if plan.decode_gzip:
+                # The pump reads in pieces of read_size(); the decompressor holds no more.
+                reader = GzipReader(raw, size)
+            await pump(
+                reader,
+                start,
+                send,
+                receive,
+                chunk_size=chunk_size,
+                buffer_chunks=buffer_chunks,
+                transform=Chain(transforms) if transforms else None,
+                length=plan.length,
+                turns=service.turns,
+            )
