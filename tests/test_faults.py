@@ -9,20 +9,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from streamer import metrics
 from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import GzipReader, ObjectChanged, Store
-from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
+from tests.conftest import SECRET, Running, TokenFactory
 from tests.dataset import put
-from tests.emulators import BUCKET, FaultProxy, fsspec_conf
+from tests.emulators import FaultProxy, fsspec_conf
+from tests.faulty import Faulty, assert_broken, download, seed, serving
+from tests.faulty import faulty as proxied_store
 
 PATH = "/api/v1/models/mdl-faults/training-metrics/logs/download"
 LOG = training_log(3 * 1024 * 1024)
@@ -32,42 +31,21 @@ KEY = "models/mdl-faults/runs/run-f1/training.log"
 GZ_KEY = "models/mdl-faults/runs/run-fgz/training.log.gz"
 
 
-@dataclass
-class Faulty:
-    """A store URL whose endpoint goes through `proxy`."""
-
-    kind: str
-    url: str
-    proxy: FaultProxy
-
-    def store(self, **options: Any) -> Store:
-        # The endpoint is read from fsspec's config when the filesystem is made.
-        with fsspec_conf(self.kind, endpoint_url=self.proxy.url, **options):
-            return Store.from_url(self.url)
-
-
 @pytest.fixture(scope="module", params=["s3", "gs"])
-def seeded(request: pytest.FixtureRequest) -> tuple[str, str]:
+def seeded(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     kind: str = request.param
     endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
-    root = f"{kind}://{BUCKET}/faults"
-    put(root, "models/mdl-faults/model.json", orjson.dumps({"organization_id": "org-acme"}))
-    for run_id, completed in (("run-f1", "2026-03-13T11:00:00Z"), ("run-fgz", None)):
-        document = {"run_id": run_id, "status": "completed", "completed_at": completed}
-        put(root, f"models/mdl-faults/runs/{run_id}/run.json", orjson.dumps(document))
-    put(root, KEY, LOG)
-    put(root, GZ_KEY, gzip.compress(GZ_LOG, compresslevel=1))
-    return kind, endpoint
+    logs = {
+        "run-f1": ("training.log", LOG),
+        "run-fgz": ("training.log.gz", gzip.compress(GZ_LOG, compresslevel=1)),
+    }
+    return kind, endpoint, seed(kind, "faults", "mdl-faults", logs)
 
 
 @pytest.fixture
-def faulty(seeded: tuple[str, str]) -> Iterator[Faulty]:
-    kind, endpoint = seeded
-    proxy = FaultProxy(endpoint)
-    try:
-        yield Faulty(kind, f"{kind}://{BUCKET}/faults", proxy)
-    finally:
-        proxy.close()
+def faulty(seeded: tuple[str, str, str]) -> Iterator[Faulty]:
+    with proxied_store(*seeded) as faulty:
+        yield faulty
 
 
 async def read_all(store: Store, key: str, end: int | None, size: int = 1 << 20) -> bytes:
@@ -178,17 +156,8 @@ async def test_gzip_over_a_cut_stream_decompresses_in_bounded_reads(faulty: Faul
 
 @pytest.fixture
 def faulty_server(faulty: Faulty) -> Iterator[tuple[Running, FaultProxy]]:
-    # Chunks smaller than the cut, so that the response has started when the store fails.
-    settings = Settings(
-        storage_url=faulty.url, jwt_secret=SECRET, catalog_ttl_s=0, chunk_size=64 * 1024
-    )
-    with fsspec_conf(faulty.kind, endpoint_url=faulty.proxy.url):
-        servers = serve_in_thread(settings)
-        running = next(servers)
-    try:
+    with serving(faulty) as running:
         yield running, faulty.proxy
-    finally:
-        servers.close()
 
 
 def retries_metric() -> float:
@@ -198,25 +167,13 @@ def retries_metric() -> float:
     raise LookupError("streamer_upstream_retries_total")
 
 
-def download(running: Running, token: str, **params: str) -> tuple[httpx.Response, bytes]:
-    """The response and the bytes received; raises what httpx raises on a broken body."""
-    received = bytearray()
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.stream(
-        "GET", running.url + PATH, params=params, headers=headers, timeout=60
-    ) as response:
-        for chunk in response.iter_raw():
-            received += chunk
-    return response, bytes(received)
-
-
 def test_client_gets_identical_bytes_after_a_transient_cut(
     faulty_server: tuple[Running, FaultProxy], make_token: TokenFactory
 ) -> None:
     running, proxy = faulty_server
     proxy.cut_after, proxy.cuts = CUT_AFTER, 1
     retries_before = retries_metric()
-    response, body = download(running, make_token())
+    response, body = download(running.url + PATH, make_token())
     assert response.status_code == 200
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(LOG).hexdigest()
     assert proxy.cut_count == 1
@@ -230,23 +187,7 @@ def test_persistent_cuts_break_the_client_transfer(
 ) -> None:
     running, proxy = faulty_server
     proxy.cut_after, proxy.cuts = CUT_AFTER, 1000
-    received = bytearray()
-    headers = {"Authorization": f"Bearer {make_token()}"}
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "GET", running.url + PATH, params={"format": fmt}, headers=headers, timeout=60
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for chunk in response.iter_raw():
-            received += chunk
-    assert 0 < len(received) < len(LOG)
-    if fmt == "txt":
-        assert int(response.headers["content-length"]) == len(LOG)
-        assert bytes(received) == LOG[: len(received)]
-    else:
-        assert received.startswith(b"[") and not received.rstrip().endswith(b"]")
+    assert_broken(running.url + PATH, make_token(), fmt, LOG)
     store = running.app.store
     assert (store.retries, store.upstream_errors) == (3, 4)
 

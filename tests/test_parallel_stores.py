@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,9 +23,18 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import ObjectChanged, ParallelReader, Store
 from streamer.storage.store import READ_AHEAD, pool_size
-from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
+from tests.conftest import SECRET, Running, TokenFactory
 from tests.dataset import put
-from tests.emulators import BUCKET, FaultProxy, fsspec_conf
+from tests.emulators import BUCKET, fsspec_conf
+from tests.faulty import (
+    Faulty,
+    assert_broken,
+    download,
+    faulty,
+    seed,
+    serving,
+    serving_through,
+)
 from tests.shaping import ShapingProxy
 
 MiB = 1024 * 1024
@@ -43,44 +51,22 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module", params=["s3", "gs"])
-def seeded(request: pytest.FixtureRequest) -> tuple[str, str]:
+def seeded(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     kind: str = request.param
     endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
-    root = f"{kind}://{BUCKET}/parts"
-    put(root, "models/mdl-parts/model.json", orjson.dumps({"organization_id": "org-acme"}))
-    for run_id, completed in (("run-p1", "2026-03-13T11:00:00Z"), ("run-pgz", None)):
-        document = {"run_id": run_id, "status": "completed", "completed_at": completed}
-        put(root, f"models/mdl-parts/runs/{run_id}/run.json", orjson.dumps(document))
-    put(root, KEY, LOG)
-    put(root, GZ_KEY, GZ_STORED)
-    return kind, endpoint
+    logs = {"run-p1": ("training.log", LOG), "run-pgz": ("training.log.gz", GZ_STORED)}
+    return kind, endpoint, seed(kind, "parts", "mdl-parts", logs)
 
 
-@dataclass
-class Proxied:
-    kind: str
-    url: str
-    proxy: FaultProxy
-
-    def store(self) -> Store:
-        with fsspec_conf(self.kind, endpoint_url=self.proxy.url):
-            store = Store.from_url(self.url, streams=8)
-        small_parts(store)
-        return store
-
-
-def small_parts(store: Store) -> None:
+def small_parts(store: Store) -> Store:
     store.part_size, store.parallel_min, store.grow_after = MiB, 2 * MiB, MiB
+    return store
 
 
 @pytest.fixture
-def proxied(seeded: tuple[str, str]) -> Iterator[Proxied]:
-    kind, endpoint = seeded
-    proxy = FaultProxy(endpoint)
-    try:
-        yield Proxied(kind, f"{kind}://{BUCKET}/parts", proxy)
-    finally:
-        proxy.close()
+def proxied(seeded: tuple[str, str, str]) -> Iterator[Faulty]:
+    with faulty(*seeded) as proxied:
+        yield proxied
 
 
 async def read_span(store: Store, start: int, end: int, size: int = 256 * 1024) -> bytes:
@@ -95,8 +81,8 @@ async def read_span(store: Store, start: int, end: int, size: int = 256 * 1024) 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("start", "end"), [(0, len(LOG)), (MiB - 5, 4 * MiB + 5)])
-async def test_parts_come_in_order(proxied: Proxied, start: int, end: int) -> None:
-    store = proxied.store()
+async def test_parts_come_in_order(proxied: Faulty, start: int, end: int) -> None:
+    store = small_parts(proxied.store(streams=8))
     try:
         assert sha(await read_span(store, start, end)) == sha(LOG[start:end])
     finally:
@@ -106,9 +92,9 @@ async def test_parts_come_in_order(proxied: Proxied, start: int, end: int) -> No
 
 
 @pytest.mark.anyio
-async def test_a_part_cut_once_is_resumed(proxied: Proxied) -> None:
+async def test_a_part_cut_once_is_resumed(proxied: Faulty) -> None:
     proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1
-    store = proxied.store()
+    store = small_parts(proxied.store(streams=8))
     try:
         assert sha(await read_span(store, 0, len(LOG))) == sha(LOG)
     finally:
@@ -118,9 +104,9 @@ async def test_a_part_cut_once_is_resumed(proxied: Proxied) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_part_that_keeps_failing_aborts_the_read(proxied: Proxied) -> None:
+async def test_a_part_that_keeps_failing_aborts_the_read(proxied: Faulty) -> None:
     proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1000
-    store = proxied.store()
+    store = small_parts(proxied.store(streams=8))
     try:
         with pytest.raises(Exception) as caught:
             await read_span(store, 0, len(LOG))
@@ -132,10 +118,10 @@ async def test_a_part_that_keeps_failing_aborts_the_read(proxied: Proxied) -> No
 
 
 @pytest.mark.anyio
-async def test_an_object_replaced_during_the_read_is_not_spliced(proxied: Proxied) -> None:
+async def test_an_object_replaced_during_the_read_is_not_spliced(proxied: Faulty) -> None:
     key = "models/mdl-parts/runs/run-p2/training.log"
     put(proxied.url, key, LOG)
-    store = proxied.store()
+    store = small_parts(proxied.store(streams=8))
     got = bytearray()
     try:
         async with store.reading(key, 0, len(LOG), read_size=256 * 1024) as reader:
@@ -150,8 +136,8 @@ async def test_an_object_replaced_during_the_read_is_not_spliced(proxied: Proxie
 
 
 @pytest.mark.anyio
-async def test_a_small_span_is_one_plain_get(proxied: Proxied) -> None:
-    store = proxied.store()
+async def test_a_small_span_is_one_plain_get(proxied: Faulty) -> None:
+    store = small_parts(proxied.store(streams=8))
     try:
         async with store.reading(KEY, MiB, MiB + 16 * 1024) as reader:
             assert not isinstance(reader, ParallelReader)
@@ -161,45 +147,27 @@ async def test_a_small_span_is_one_plain_get(proxied: Proxied) -> None:
 
 
 @pytest.fixture
-def server(proxied: Proxied) -> Iterator[Running]:
-    # Chunks smaller than a cut, so that the response has started when a part fails.
-    settings = Settings(
-        storage_url=proxied.url, jwt_secret=SECRET, catalog_ttl_s=0, chunk_size=64 * 1024
-    )
-    with fsspec_conf(proxied.kind, endpoint_url=proxied.proxy.url):
-        servers = serve_in_thread(settings)
-        running = next(servers)
-    small_parts(running.app.store)
-    try:
+def server(proxied: Faulty) -> Iterator[Running]:
+    with serving(proxied) as running:
+        small_parts(running.app.store)
         yield running
-    finally:
-        servers.close()
-
-
-def download(running: Running, token: str, **headers: Any) -> tuple[httpx.Response, bytes]:
-    received = bytearray()
-    headers = {"Authorization": f"Bearer {token}", **headers}
-    with httpx.stream("GET", running.url + PATH, headers=headers, timeout=60) as response:
-        for chunk in response.iter_raw():
-            received += chunk
-    return response, bytes(received)
 
 
 def test_downloads_and_ranges_are_identical_over_parts(
-    server: Running, proxied: Proxied, make_token: TokenFactory
+    server: Running, proxied: Faulty, make_token: TokenFactory
 ) -> None:
     token = make_token()
-    response, body = download(server, token)
+    response, body = download(server.url + PATH, token)
     assert response.status_code == 200
     assert sha(body) == sha(LOG)
-    response, body = download(server, token, Range=f"bytes={MiB - 3}-{5 * MiB + 2}")
+    response, body = download(server.url + PATH, token, Range=f"bytes={MiB - 3}-{5 * MiB + 2}")
     assert response.status_code == 206
     assert body == LOG[MiB - 3 : 5 * MiB + 3]
     assert server.app.store.read_ahead.used == 0
 
 
 def test_gzip_logs_are_read_in_parts_too(
-    server: Running, proxied: Proxied, make_token: TokenFactory
+    server: Running, proxied: Faulty, make_token: TokenFactory
 ) -> None:
     token = make_token()
     params = {"run_id": "run-pgz"}
@@ -220,30 +188,14 @@ def test_gzip_logs_are_read_in_parts_too(
 
 @pytest.mark.parametrize("fmt", ["txt", "json"])
 def test_a_part_that_keeps_failing_breaks_the_transfer(
-    server: Running, proxied: Proxied, make_token: TokenFactory, fmt: str
+    server: Running, proxied: Faulty, make_token: TokenFactory, fmt: str
 ) -> None:
     proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1000
-    received = bytearray()
-    headers = {"Authorization": f"Bearer {make_token()}"}
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "GET", server.url + PATH, params={"format": fmt}, headers=headers, timeout=60
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for chunk in response.iter_raw():
-            received += chunk
-    assert 0 < len(received) < len(LOG)
-    if fmt == "txt":
-        assert int(response.headers["content-length"]) == len(LOG)
-        assert bytes(received) == LOG[: len(received)]
-    else:
-        assert received.startswith(b"[") and not received.rstrip().endswith(b"]")
+    assert_broken(server.url + PATH, make_token(), fmt, LOG)
 
 
-def test_pools_are_sized_from_the_streams(seeded: tuple[str, str]) -> None:
-    kind, _ = seeded
+def test_pools_are_sized_from_the_streams(seeded: tuple[str, str, str]) -> None:
+    kind, _, _ = seeded
     expected = pool_size(256, READ_AHEAD)
     assert expected == 256 + READ_AHEAD // (8 * MiB) + 32
 
@@ -260,8 +212,8 @@ def test_pools_are_sized_from_the_streams(seeded: tuple[str, str]) -> None:
     assert anyio.run(pool) == expected
 
 
-def test_a_pool_the_operator_configured_is_kept(seeded: tuple[str, str]) -> None:
-    kind, _ = seeded
+def test_a_pool_the_operator_configured_is_kept(seeded: tuple[str, str, str]) -> None:
+    kind, _, _ = seeded
 
     async def pool() -> Any:
         store = Store.from_url(f"{kind}://{BUCKET}/parts", streams=256)
@@ -309,9 +261,9 @@ BIG_KEY = "models/mdl-parts/runs/run-pbig/training.log"
 
 
 @pytest.fixture(scope="module")
-def shaped(seeded: tuple[str, str]) -> Iterator[tuple[str, ShapingProxy]]:
+def shaped(seeded: tuple[str, str, str]) -> Iterator[tuple[str, ShapingProxy]]:
     """The store behind the shaping proxy at its defaults, with a 40 MiB log."""
-    kind, endpoint = seeded
+    kind, endpoint, _ = seeded
     root = f"{kind}://{BUCKET}/parts"
     put(root, BIG_KEY, BIG)
     put(
@@ -369,13 +321,8 @@ async def test_no_request_reaches_the_store_after_the_reader_closed(
 def shaped_server(shaped: tuple[str, ShapingProxy]) -> Iterator[Running]:
     kind, proxy = shaped
     settings = Settings(storage_url=f"{kind}://{BUCKET}/parts", jwt_secret=SECRET)
-    with fsspec_conf(kind, endpoint_url=proxy.url):
-        servers = serve_in_thread(settings)
-        running = next(servers)
-    try:
+    with serving_through(kind, proxy.url, settings) as running:
         yield running
-    finally:
-        servers.close()
 
 
 def test_a_shaped_download_at_the_defaults_is_identical_and_a_range_reads_its_span(
