@@ -43,6 +43,7 @@ class Server:
         env: Mapping[str, str] | None = None,
         log: Path,
         probe: str = "/",
+        cwd: Path | None = None,
     ) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
@@ -53,6 +54,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=cwd,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -105,8 +107,13 @@ def streamer(
     buffer_chunks: int | None = None,
     env: Mapping[str, str] | None = None,
     max_streams: int | None = 4096,
+    source: Path | None = None,
 ) -> Server:
-    """`streamer serve`; `max_streams` None keeps the default of STREAMER_MAX_STREAMS."""
+    """`streamer serve`; `max_streams` None keeps the default of STREAMER_MAX_STREAMS.
+
+    `source` is a folder holding another revision's `streamer` package (bench/revision.py),
+    served with this interpreter: run from there, `python -m streamer` imports that one.
+    """
     port = free_port()
     settings = {"STREAMER_STORAGE_URL": storage_url, "STREAMER_JWT_SECRET": secret}
     if max_streams is not None:
@@ -117,7 +124,13 @@ def streamer(
         settings["STREAMER_BUFFER_CHUNKS"] = str(buffer_chunks)
     args = [sys.executable, "-m", "streamer", "serve", "--port", str(port)]
     return Server(
-        "streamer", args, port, env={**(env or {}), **settings}, log=log, probe="/healthz"
+        "streamer",
+        args,
+        port,
+        env={**(env or {}), **settings},
+        log=log,
+        probe="/healthz",
+        cwd=source,
     )
 
 

@@ -1,13 +1,18 @@
 """Moves one object from the store to the client.
 
 The rules this module keeps:
-- Bounded memory. At most `buffer_chunks` chunks of a stream are alive at once: the one
-  the producer task has just read, up to two that the server's transport may still hold
-  (the one being written and the tail of the one before), and the rest queued in a
-  bounded anyio memory object stream. Three are in hand whatever the queue, so below
-  three the reads shrink instead (`read_size`): the bound is in bytes. The consumer
-  awaits ASGI `send` per chunk, and uvicorn's flow control holds `send` while the client
-  is slow, so a slow client slows the storage reads instead of filling memory.
+- Bounded memory. A stream holds at most three reads: two that the server's transport
+  may hold (uvicorn waits for the transport to drain before it writes, so the chunk
+  being sent waits in `send` while the one before is written) and one more. A reader
+  that takes time (a streamed GET) is read one chunk ahead by a producer task, which
+  holds that third read, and `buffer_chunks - 4` more are queued in a bounded anyio
+  memory object stream. A reader that does not (`ahead=False`: a local file or memory,
+  read inline, or the parallel reader, which keeps its own next read ready) is read in
+  turn with the sends, in the one task. So the default bound of four chunks keeps one
+  chunk for what a stream costs beside its chunks: the connection, the store client's
+  buffers and the allocator's waste. Below three the reads shrink instead (`read_size`):
+  the bound is in bytes. uvicorn's flow control holds `send` while the client is slow,
+  so a slow client slows the storage reads instead of filling memory.
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
   watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
   consumer at once; the reader is closed on every path.
@@ -27,6 +32,8 @@ The rules this module keeps:
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -85,41 +92,50 @@ async def pump(
     transform: Transform | None = None,
     length: int | None = None,
     turns: Turns | None = None,
+    ahead: bool = True,
 ) -> Transfer:
     """Send `start`, then the reader's bytes (through `transform`), then the end.
 
     `length` is the exact number of bytes to send (Content-Length or a range); the read
     stops there, and a source that ends sooner aborts the transfer. Each read and each
-    send of a chunk passes `turns` first, when given.
+    send of a chunk passes `turns` first, when given. `ahead`: read one chunk ahead of the
+    sends in a producer task (for a reader whose reads wait on the network).
     """
     chunk_size = read_size(chunk_size, buffer_chunks)
     if length is not None and length <= chunk_size:
         return await _send_whole(reader, start, send, transform, length)
     transfer = Transfer()
-    # Chunks in hand count against the bound too: the one the producer has read, and two
-    # the transport may hold (one being written, the last bytes of the one before).
-    queued = max(0, buffer_chunks - 3)
-    chunks, pending = anyio.create_memory_object_stream[bytes](max_buffer_size=queued)
+    source = _Chunks(reader, chunk_size, transform, length, transfer, turns)
     started = False
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_produce, reader, chunks, chunk_size, transform, length, transfer, turns)
-        tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
-        with pending:
-            async for chunk in pending:
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
+            with ExitStack() as stack:
+                chunks: AsyncIterator[bytes] = source
+                if ahead:
+                    queue, pending = anyio.create_memory_object_stream[bytes](
+                        max_buffer_size=max(0, buffer_chunks - 4)
+                    )
+                    chunks = stack.enter_context(pending)
+                    tasks.start_soon(_produce, source, queue)
+                async for chunk in chunks:
+                    if not started:
+                        await send(start)
+                        started = True
+                        transfer.first_byte_at = time.perf_counter()
+                    if turns is not None:
+                        await turns.wait()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    transfer.bytes_sent += len(chunk)
+            if transfer.error is None:
                 if not started:
                     await send(start)
-                    started = True
                     transfer.first_byte_at = time.perf_counter()
-                if turns is not None:
-                    await turns.wait()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                transfer.bytes_sent += len(chunk)
-        if transfer.error is None:
-            if not started:
-                await send(start)
-                transfer.first_byte_at = time.perf_counter()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        tasks.cancel_scope.cancel()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tasks.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await source.aclose()
     if transfer.error is not None and transfer.outcome != "client_disconnect":
         if not started:
             raise transfer.error
@@ -155,43 +171,74 @@ async def _send_whole(
     return transfer
 
 
-async def _produce(
-    reader: ObjectReader,
-    chunks: MemoryObjectSendStream[bytes],
-    chunk_size: int,
-    transform: Transform | None,
-    length: int | None,
-    transfer: Transfer,
-    turns: Turns | None,
-) -> None:
-    remaining = length
-    try:
-        with chunks:
-            while remaining is None or remaining > 0:
-                size = chunk_size if remaining is None else min(chunk_size, remaining)
-                if turns is not None:
-                    await turns.wait()
-                data = await reader.read(size)
-                if not data:
-                    if remaining:
-                        raise TruncatedSource(f"{remaining} bytes short of the announced size")
+class _Chunks:
+    """The reader's bytes through the transform, chunk by chunk; a store error ends the
+    iteration and is kept in `transfer.error`; the reader is closed at the end."""
+
+    def __init__(
+        self,
+        reader: ObjectReader,
+        chunk_size: int,
+        transform: Transform | None,
+        length: int | None,
+        transfer: Transfer,
+        turns: Turns | None,
+    ) -> None:
+        self._reader, self._chunk_size, self._transform = reader, chunk_size, transform
+        self._remaining, self._transfer, self._turns = length, transfer, turns
+        self._done = self._closed = False
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            while not self._done:
+                if self._remaining is not None and self._remaining <= 0:
+                    self._done = True
                     break
-                if remaining is not None:
-                    remaining -= len(data)
-                if transform is not None:
-                    data = transform.feed(data)
-                    if not data:
-                        continue
-                await chunks.send(data)
-            if transform is not None and (tail := transform.finish()):
-                await chunks.send(tail)
-    except anyio.get_cancelled_exc_class():
-        raise
-    except Exception as exc:
-        transfer.error = exc
-    finally:
-        with anyio.CancelScope(shield=True):
-            await reader.aclose()
+                size = self._chunk_size
+                if self._remaining is not None:
+                    size = min(size, self._remaining)
+                if self._turns is not None:
+                    await self._turns.wait()
+                data = await self._reader.read(size)
+                if not data:
+                    if self._remaining:
+                        raise TruncatedSource(
+                            f"{self._remaining} bytes short of the announced size"
+                        )
+                    self._done = True
+                    break
+                if self._remaining is not None:
+                    self._remaining -= len(data)
+                if self._transform is not None:
+                    data = self._transform.feed(data)
+                if data:
+                    return data
+            if self._transform is not None:
+                tail, self._transform = self._transform.finish(), None
+                if tail:
+                    return tail
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            self._done, self._transform = True, None
+            self._transfer.error = exc
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self._reader.aclose()
+
+
+async def _produce(source: _Chunks, chunks: MemoryObjectSendStream[bytes]) -> None:
+    with chunks:
+        async for data in source:
+            await chunks.send(data)
 
 
 async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, transfer: Transfer) -> None:

@@ -73,13 +73,12 @@ async def _respond(
     if plan.gzip:
         transforms.append(GzipEncoder())
     with store_failures(key):
-        # Parallel reads hold one read of their own for a slow client: it takes the
-        # pump's queued slot, so they need the three chunks in hand plus one.
+        # Parallel reads keep one read of their own ready: the pump reads them in turn
+        # with its sends, as it does a local file, so a stream holds three reads either way.
         async with service.store.reading(
-            key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 4
+            key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 3
         ) as raw:
-            if isinstance(raw, ParallelReader):
-                buffer_chunks -= 1
+            ahead = not (service.store.reads_inline or isinstance(raw, ParallelReader))
             reader: ObjectReader = raw
             if plan.decode_gzip:
                 # The pump reads in pieces of read_size(); the decompressor holds no more.
@@ -94,4 +93,5 @@ async def _respond(
                 transform=Chain(transforms) if transforms else None,
                 length=plan.length,
                 turns=service.turns,
+                ahead=ahead,
             )

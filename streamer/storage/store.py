@@ -96,6 +96,11 @@ class Store:
         store.read_ahead = ReadAhead(read_ahead_bytes)
         return store
 
+    @property
+    def reads_inline(self) -> bool:
+        """Reads of this store run on the event loop without waiting (a local file, memory)."""
+        return not self.is_async
+
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
