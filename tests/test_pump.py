@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import anyio
 import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from streamer.encoders import LineEncoder
 from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump, read_size
@@ -186,3 +190,146 @@ async def test_json_transform_of_empty_source() -> None:
     source, client = Source(total=0), Client()
     await run(source, client, transform=LineEncoder("json"))
     assert client.body == b"[]"
+
+
+# What a slow client costs: the pump against uvicorn's own response cycle and flow control
+# (it waits for the transport to drain before it writes), over a transport that holds what
+# it was given until the client takes it, as uvloop's does (a view of each body, no copy).
+
+
+class Counted(bytes):
+    """A chunk that counts itself alive, so the test sees every reference the server
+    keeps: in the pump, in its queue, in uvicorn and in the transport."""
+
+    alive = 0
+
+    def __new__(cls, data: bytes) -> Counted:
+        Counted.alive += 1
+        return super().__new__(cls, data)
+
+    def __del__(self) -> None:
+        Counted.alive -= 1
+
+
+class CountedSource(Source):
+    def __init__(self, chunk_size: int, total: int) -> None:
+        super().__init__(b"x" * chunk_size, total=total)
+        self.peak = 0  # chunks alive, the new one included, at any read
+
+    async def read(self, size: int) -> bytes:
+        data = await super().read(size)
+        if not data:
+            return data
+        chunk = Counted(data)
+        self.peak = max(self.peak, Counted.alive)
+        return chunk
+
+
+class Transport:
+    """asyncio's write-buffer flow control (64 KiB high water, a quarter of it low) over a
+    buffer that holds each written object until the client has taken all of it."""
+
+    high, low = 64 * 1024, 16 * 1024
+
+    def __init__(self) -> None:
+        self.buffer: list[memoryview] = []
+        self.size = self.received = 0
+        self.flow: FlowControl | None = None
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.buffer.append(memoryview(data))
+            self.size += len(data)
+        if self.flow is not None and self.size > self.high:
+            self.flow.pause_writing()
+
+    def take(self, count: int) -> None:
+        """The client reads up to `count` bytes, never past the end of one written object."""
+        if self.buffer:
+            head = self.buffer[0]
+            count = min(count, len(head))
+            if count == len(head):
+                self.buffer.pop(0).release()
+            else:
+                self.buffer[0] = head[count:]
+            self.size -= count
+            self.received += count
+        if self.flow is not None and self.size <= self.low:
+            self.flow.resume_writing()
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def uvicorn_cycle(transport: Transport) -> RequestResponseCycle:
+    flow = FlowControl(transport)  # type: ignore[arg-type]
+    transport.flow = flow
+    scope: Any = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    return RequestResponseCycle(
+        scope=scope,
+        transport=transport,  # type: ignore[arg-type]
+        flow=flow,
+        logger=logging.getLogger("uvicorn.error"),
+        access_logger=logging.getLogger("uvicorn.access"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("ahead", "buffer_chunks", "held"),
+    [(True, 4, 3), (True, 6, 5), (False, 4, 2), (False, 6, 2)],
+)
+async def test_a_slow_client_costs_the_server_at_most_its_bound_in_chunks(
+    ahead: bool, buffer_chunks: int, held: int
+) -> None:
+    # SPEC 4: memory per stream <= buffer_chunks x chunk_size. Counted at the server: every
+    # chunk alive. A client slower than the server leaves the pump waiting on uvicorn's
+    # flow control; whenever the client has taken a whole chunk, the stream holds `held`
+    # chunks: at most three reads (one chunk of the default bound of four is left for what a
+    # stream costs beside its chunks), two when the reader is read in turn with the sends.
+    # In between, the transport still holds the last bytes of the chunk before (below its
+    # low water mark): one chunk more, within the bound.
+    chunk_size, chunks = 256 * 1024, 12
+    Counted.alive = 0
+    source = CountedSource(chunk_size, chunk_size * chunks)
+    transport = Transport()
+    cycle = uvicorn_cycle(transport)
+    start: Message = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-length", str(chunk_size * chunks).encode())],
+    }
+    steady: list[int] = []
+    done = anyio.Event()
+
+    async def download() -> None:
+        await pump(
+            source,
+            start,
+            cycle.send,  # type: ignore[arg-type]
+            Client().receive,
+            chunk_size=chunk_size,
+            buffer_chunks=buffer_chunks,
+            ahead=ahead,
+        )
+        done.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(download)
+            while not done.is_set():
+                await anyio.wait_all_tasks_blocked()
+                whole = bool(transport.buffer) and len(transport.buffer[0]) <= 40_000
+                transport.take(40_000)
+                if whole:
+                    await anyio.wait_all_tasks_blocked()
+                    if not done.is_set():
+                        steady.append(Counted.alive)
+    assert transport.received > chunk_size * chunks  # the head and every byte
+    assert max(steady) == held, steady
+    assert source.peak <= min(buffer_chunks, held + 1), source.peak
