@@ -38,6 +38,7 @@ from .baselines import RAW_ASGI
 from .client import Fetch, fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
+from .revision import BEFORE, Unavailable, export
 from .saturation import probes_under_load
 from .stats import GIB, MIB, ProcSampler, memory_kib, spread, summary
 
@@ -84,6 +85,7 @@ class Options:
     probe_clients: int = 256
     probe_duration: float = 15.0
     probe_workers: tuple[int, ...] = (1, 2)
+    before: str | None = BEFORE  # the revision served beside this one (None: skip)
 
 
 @dataclass
@@ -106,6 +108,8 @@ class Run:
     small: list[dict[str, Any]] = field(default_factory=list)
     # Probes and a new small download while many clients download at full speed.
     saturation: list[dict[str, Any]] = field(default_factory=list)
+    # Many clients at full speed on this streamer and on an earlier revision, in turn.
+    before: dict[str, Any] = field(default_factory=dict)
     # S3 and GCS behind the shaping proxy (bench/remote.py).
     remote: dict[str, Any] = field(default_factory=dict)
     # The catalog of a model with many runs on shaped S3 (bench.catalog_s3).
@@ -255,6 +259,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                     )
             _concurrency(run, opts, root, work, token)
             _saturation(run, opts, root, work, token)
+            _before(run, opts, root, work, token)
         finally:
             if nginx is not None:
                 nginx.stop()
@@ -344,6 +349,50 @@ def _saturation(run: Run, opts: Options, root: Path, work: Path, token: str) -> 
             file=sys.stderr,
             flush=True,
         )
+
+
+def _before(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
+    """Aggregate throughput of `probe_clients` clients at full speed on the concurrency-size
+    log, this streamer and the `before` revision's in turn, `repeats` rounds, each load on
+    a fresh server: the same machine and load for both (bench/revision.py)."""
+    if opts.before is None:
+        return
+    source = work / "before"
+    try:
+        commit = export(opts.before, source)
+    except Unavailable as exc:
+        run.skipped["before"] = f"skipped: {exc}"
+        return
+    run.before = {"revision": opts.before, "commit": commit, "rounds": []}
+    cases: list[tuple[str, Path | None]] = [("streamer", None), ("before", source)]
+    for repeat in range(opts.repeats):
+        for case, tree in cases:
+            log = work / "logs" / f"streamer-{case}-{repeat}.log"
+            with servers.streamer(str(root), SECRET, log, source=tree) as streamer:
+                url = _download_url(streamer.url, opts.concurrency_size, "txt")
+                fetch(url, token, timeout=300)
+                try:
+                    result = run_load_sync(
+                        url, token, opts.probe_clients, opts.duration, None, streamer.pid
+                    )
+                except Exception as exc:
+                    run.errors.append(f"before, {case}: {type(exc).__name__}: {exc}")
+                    continue
+            run.before["rounds"].append(
+                {
+                    "case": case,
+                    "repeat": repeat,
+                    "clients": opts.probe_clients,
+                    "mb_per_s": result["mb_per_s"],
+                    "errors": result["errors"],
+                    "cpu_s_per_gib": result["server"]["cpu_s_per_gib"],
+                }
+            )
+            print(
+                f"{case} ({commit[:7] if tree else 'this'}): {result['mb_per_s']:.0f} MB/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _concurrency(run: Run, opts: Options, root: Path, work: Path, token: str) -> None:
@@ -666,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-clients", type=int, default=256, help="load under the probes")
     parser.add_argument("--probe-duration", type=float, default=15.0)
     parser.add_argument("--probe-workers", default="1,2", help="STREAMER_WORKERS values")
+    parser.add_argument(
+        "--before",
+        default=BEFORE,
+        help="git revision served beside this one at full speed ('none': skip)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = args.json_sizes = args.s3_sizes = args.concurrency_size = "1M"
@@ -699,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_clients=args.probe_clients,
         probe_duration=args.probe_duration,
         probe_workers=tuple(int(n) for n in args.probe_workers.split(",") if n.strip()),
+        before=None if args.before == "none" else args.before,
     )
     out = execute(opts)
     print(json.dumps({"report": str(out / "report.md")}))

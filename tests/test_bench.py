@@ -22,6 +22,7 @@ from bench.baselines import RAW_ASGI
 from bench.load import remote_warning
 from bench.logs import generate
 from bench.report import METRICS, defaults_text, plot_gaps_and_rss
+from bench.revision import BEFORE, REPO, Unavailable, export
 from streamer.encoders import reference_encode
 from tests.conftest import Running
 
@@ -251,3 +252,56 @@ def test_generated_logs_are_deterministic_and_have_every_feature() -> None:
 def test_nginx_can_be_ruled_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_NGINX", "none")
     assert servers.nginx_binary() is None
+
+
+def _has_revision(revision: str) -> bool:
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", revision + "^{commit}"],
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0
+
+
+def test_the_code_before_is_measured_in_the_same_run(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, results = quick_run
+    target = next(t for t in results["targets"] if "the code before" in t["target"])
+    if not _has_revision(BEFORE):  # a clone without that history: said, not measured
+        assert results["skipped"]["before"].startswith("skipped: ")
+        assert target["verdict"] == "n/a"
+        return
+    before = results["before"]
+    assert before["commit"] == BEFORE
+    turns = [(row["case"], row["repeat"]) for row in before["rounds"]]
+    assert turns == [("streamer", 0), ("before", 0), ("streamer", 1), ("before", 1)]
+    assert all(row["errors"] == 0 and row["mb_per_s"] > 0 for row in before["rounds"])
+    assert target["verdict"] in ("pass", "fail")
+    assert "## Full speed against the code before" in (out / "report.md").read_text()
+
+
+def test_the_txt_guard_is_judged_at_1_gib_only(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    (guard,) = [t for t in results["targets"] if t["target"].startswith("txt >= 0.9x nginx")]
+    assert guard["target"] == "txt >= 0.9x nginx sendfile (1 GiB)"
+    assert guard["verdict"] == "n/a"  # the quick run's txt is 1 MiB
+    assert "defined at 1 GiB" in guard["note"]
+
+
+def test_an_earlier_revision_is_exported_as_it_was(tmp_path: Path) -> None:
+    with pytest.raises(Unavailable):
+        export("no-such-revision", tmp_path / "none")
+    if not _has_revision(BEFORE):  # a clone without that history
+        with pytest.raises(Unavailable):
+            export(BEFORE, tmp_path)
+        return
+    commit = export(BEFORE, tmp_path)
+    assert commit == BEFORE
+    old = (tmp_path / "streamer" / "pump.py").read_text()
+    shown = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{BEFORE}:streamer/pump.py"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert old == shown != (REPO / "streamer" / "pump.py").read_text()
