@@ -1,18 +1,21 @@
 """Moves one object from the store to the client.
 
 The rules this module keeps:
-- Bounded memory. A stream holds at most three reads: two that the server's transport
-  may hold (uvicorn waits for the transport to drain before it writes, so the chunk
-  being sent waits in `send` while the one before is written) and one more. A reader
-  that takes time (a streamed GET) is read one chunk ahead by a producer task, which
-  holds that third read, and `buffer_chunks - 4` more are queued in a bounded anyio
-  memory object stream. A reader that does not (`ahead=False`: a local file or memory,
-  read inline, or the parallel reader, which keeps its own next read ready) is read in
-  turn with the sends, in the one task. So the default bound of four chunks keeps one
-  chunk for what a stream costs beside its chunks: the connection, the store client's
-  buffers and the allocator's waste. Below three the reads shrink instead (`read_size`):
-  the bound is in bytes. uvicorn's flow control holds `send` while the client is slow,
-  so a slow client slows the storage reads instead of filling memory.
+- Bounded memory, and little of it for a slow client. uvicorn waits for its transport to
+  drain (below its low-water mark) before it writes a body, so a chunk handed to `send`
+  while the client is slow would wait there, in hand, beside the one being written. The
+  pump first sends an empty body, which returns once the transport has drained, and only
+  then takes the next chunk: a slow client's stream holds the chunk being written and what
+  was read ahead of it. A reader that waits on the network is read one chunk ahead by a
+  producer task (plus `buffer_chunks - 4` queued in a bounded anyio memory object
+  stream); a local file or memory, read inline, and the parallel reader, which keeps its
+  own next read ready, are read in turn with the sends (`ahead=False`). Counted in
+  chunks: two in hand (one in turn), a third while the transport still holds the last
+  bytes of the one before; the default bound of four keeps at least one for what a
+  stream costs beside its chunks (the connection, the store client's buffers, the
+  allocator's waste). Below three the reads shrink instead (`read_size`): the bound is
+  in bytes. uvicorn's flow control holds `send` while the client is slow, so a slow
+  client slows the storage reads instead of filling memory.
 - Cancel on disconnect. uvicorn's `send` returns silently once the client has gone, so a
   watcher awaits `receive()` for `http.disconnect` and cancels the producer and the
   consumer at once; the reader is closed on every path.
@@ -127,6 +130,8 @@ async def pump(
                         await turns.wait()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     transfer.bytes_sent += len(chunk)
+                    # Returns once the transport has drained: the next chunk waits unread.
+                    await send({"type": "http.response.body", "body": b"", "more_body": True})
             if transfer.error is None:
                 if not started:
                     await send(start)
