@@ -73,8 +73,8 @@ async def _respond(
     if plan.gzip:
         transforms.append(GzipEncoder())
     with store_failures(key):
-        # Parallel reads keep one read of their own ready: the pump reads them in turn
-        # with its sends, as it does a local file, so a stream holds three reads either way.
+        # Parallel reads keep one read of their own ready: the pump reads them in turn with
+        # its sends, as it does a local file; a remote streamed GET it reads one chunk ahead.
         async with service.store.reading(
             key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 3
         ) as raw:
