@@ -207,6 +207,9 @@ class _Chunks:
                     size = min(size, self._remaining)
                 if self._turns is not None:
                     await self._turns.wait()
+                # A local file's reads never suspend, nor does a send to a client that has
+                # gone: the disconnect watcher must get its turn.
+                await anyio.lowlevel.checkpoint()
                 data = await self._reader.read(size)
                 if not data:
                     if self._remaining:

@@ -263,6 +263,7 @@ def _has_revision(revision: str) -> bool:
     return found.returncode == 0
 
 
+@pytest.mark.timeout(220)
 def test_the_code_before_is_measured_in_the_same_run(
     quick_run: tuple[Path, dict[str, Any]],
 ) -> None:
@@ -281,6 +282,7 @@ def test_the_code_before_is_measured_in_the_same_run(
     assert "## Full speed against the code before" in (out / "report.md").read_text()
 
 
+@pytest.mark.timeout(220)
 def test_the_txt_guard_is_judged_at_1_gib_only(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = quick_run
     (guard,) = [t for t in results["targets"] if t["target"].startswith("txt >= 0.9x nginx")]
