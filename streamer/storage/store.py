@@ -301,7 +301,9 @@ def _remote_fs(url: str, protocol: str, connections: int | None) -> Any:
 def pool_size(streams: int, read_ahead_bytes: int) -> int:
     """Connections to the store: one per download, one per part the read-ahead ceiling lets
     run ahead, and some for metadata, so that no download waits for a connection."""
-    ahead = read_ahead_bytes // PART_SIZE
+    # A part holds at least half of PART_SIZE (`part_unit`, `part_bounds`), bar the last
+    # one of a span.
+    ahead = read_ahead_bytes // (PART_SIZE // 2)
     return min(MAX_CONNECTIONS, streams + ahead + METADATA_CONNECTIONS)
 
 
