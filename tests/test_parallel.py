@@ -11,7 +11,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from streamer.storage import ParallelReader, ReadAhead, RetryingReader
-from streamer.storage.parallel import MAX_PART_SIZE, PART_SIZE, part_bounds, part_unit
+from streamer.storage.parallel import MAX_PART_SIZE, MAX_PARTS, PART_SIZE, part_bounds, part_unit
 
 pytestmark = pytest.mark.anyio
 
@@ -175,7 +175,7 @@ async def test_a_fast_consumer_grows_the_parts_in_flight() -> None:
     with anyio.fail_after(30):
         async with reader(source, ceiling=ceiling) as parts:
             assert await drain(parts, 64 * KiB) == data
-            assert parts.peak_in_flight == 16
+            assert parts.peak_in_flight == MAX_PARTS
     assert ceiling.used == 0
 
 
