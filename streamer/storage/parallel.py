@@ -42,7 +42,8 @@ from .readers import ObjectReader
 
 MiB = 1024 * 1024
 # Each part costs a request (on S3, a few ms of botocore's CPU): 16 MiB, the top of the
-# 8 to 16 MB that the stores' guidance names, halves the requests of 8 MiB (bench/README.md).
+# 8 to 16 MB that the stores' guidance names, halves the requests of 8 MiB (README.md,
+# "Why the defaults").
 PART_SIZE = 16 * MiB
 MAX_PART_SIZE = 16 * MiB  # larger multipart parts are read in equal pieces
 # 8 parts carry about 580 MB/s (73 MB/s each at S3's 80 MB/s per connection), above what
@@ -77,8 +78,9 @@ def part_unit(store_part: int | None, size: int = PART_SIZE) -> int:
 
 
 def part_bounds(start: int, end: int, unit: int = PART_SIZE) -> list[tuple[int, int]]:
-    """[start, end) cut at every multiple of `unit` (the object's part size), a unit larger
-    than MAX_PART_SIZE cut again in equal pieces, so that no part spans two of the store's."""
+    """[start, end) cut at every multiple of `unit` (whole parts of the object's, see
+    `part_unit`), a unit larger than MAX_PART_SIZE cut again in equal pieces: every edge
+    but the span's own falls on a stored part's edge or inside one stored part."""
     pieces = -(-unit // MAX_PART_SIZE)
     cuts = [
         cut
