@@ -79,6 +79,7 @@ class Options:
     quick: bool
     remote_size: int = 0
     remote_clients: int = 256
+    remote_sweep: tuple[int, ...] = ()
     work: Path | None = None
     small_clients: int = 16
     small_duration: float = 5.0
@@ -525,6 +526,8 @@ def _remote_cases(run: Run, opts: Options, work: Path, root: Path) -> None:
         clients=opts.remote_clients,
         rate=opts.rate,
         duration=opts.duration,
+        sweep=list(opts.remote_sweep),
+        sweep_clients=4,
     )
     try:
         run.remote = remote.measure(root, opts.remote_size, shaped, work)
@@ -707,6 +710,11 @@ def main(argv: list[str] | None = None) -> int:
         "--remote-size", default="1G", help="object on the shaped S3 and GCS (0: skip them)"
     )
     parser.add_argument("--remote-clients", type=int, default=256, help="slow clients on S3")
+    parser.add_argument(
+        "--remote-sweep",
+        default=remote.SWEEP_CEILINGS,
+        help="STREAMER_READAHEAD_BYTES values swept on the shaped S3 (empty: none)",
+    )
     parser.add_argument("--no-tune", action="store_true", help="skip the chunk/buffer sweep")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--work", type=Path, help="scratch folder for the artifacts")
@@ -724,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes = args.json_sizes = args.s3_sizes = args.concurrency_size = "1M"
         args.repeats, args.concurrency, args.duration = 2, "1,8", 1.0
-        args.remote_size, args.remote_clients = "32M", 8
+        args.remote_size, args.remote_clients, args.remote_sweep = "32M", 8, "64M"
         args.no_tune = args.no_profile = True
         args.small_duration, args.probe_clients, args.probe_duration = 0.5, 8, 3.0
         args.probe_workers = "1"
@@ -747,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         remote_size=parse_size(args.remote_size),
         remote_clients=args.remote_clients,
+        remote_sweep=tuple(sizes(args.remote_sweep)),
         work=args.work,
         small_clients=args.small_clients,
         small_duration=args.small_duration,

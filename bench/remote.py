@@ -1,7 +1,8 @@
 """Production-shaped S3 and GCS: the emulators behind the shaping proxy (tests/shaping.py).
 
     python -m bench.remote [--size 1G] [--repeats 3] [--clients 256] [--rate 1e6]
-                           [--duration 10] [--out DIR]
+                           [--duration 10] [--sweep 64M,128M,256M,512M]
+                           [--sweep-clients 4] [--out DIR]
 
 moto (its ranged GetObject served from the stored bytes, tests/moto_ranged.py) and
 fake-gcs-server each sit behind a shaping proxy at its defaults (a first-byte latency and
@@ -12,7 +13,11 @@ the cases of a store in turn, `--repeats` rounds:
   `download_fileobj` into a null sink (s3transfer: 10 threads, 8 MiB ranges) and one
   streamed boto3 GET, all through the proxy (the two boto3 cases in their own process);
 - GCS: streamer, and one streamed GET of the object's media through the proxy;
-- the proxy's own ceiling, unshaped: streamer and download_fileobj through it;
+- the proxy's own ceiling, unshaped: streamer and download_fileobj through it, and
+  download_fileobj straight from moto (the emulator's own ceiling);
+- the read-ahead ceiling (STREAMER_READAHEAD_BYTES) swept over `--sweep` on shaped S3:
+  a fresh streamer per value, one client, then `--sweep-clients` clients at once, each
+  the whole object at full speed (the aggregate MB/s and streamer's CPU per GiB);
 - `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), on a fresh
   streamer at its defaults: peak RSS, errors, the slowest client, TTFB; the same on GCS;
 - a 16 KiB range of the object: bytes and requests that reached the store (the proxy's
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,8 @@ CREDENTIALS = {
 RANGE = 16 * 1024
 ONE_GET = "one streamed GET (boto3)"
 TRANSFER = "boto3 download_fileobj"
+SWEEP = "s3 read-ahead"
+SWEEP_CEILINGS = "64M,128M,256M,512M"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}"
 
 
@@ -104,13 +112,16 @@ def _moto_rate(endpoint: str, size: int, count: int = 40) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _streamer(kind: str, proxy: str, log: Path) -> servers.Server:
-    """`streamer serve` at its defaults (STREAMER_MAX_STREAMS included) on the proxied store."""
+def _streamer(kind: str, proxy: str, log: Path, *, read_ahead: int | None = None) -> servers.Server:
+    """`streamer serve` at its defaults (STREAMER_MAX_STREAMS included) on the proxied store;
+    `read_ahead` sets STREAMER_READAHEAD_BYTES."""
     if kind == "s3":
         env = {**CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": proxy}
     else:
         options = {"endpoint_url": proxy, "token": "anon", "project": "bench"}
         env = {"FSSPEC_GS": json.dumps(options), "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    if read_ahead is not None:
+        env["STREAMER_READAHEAD_BYTES"] = str(read_ahead)
     return servers.streamer(f"{kind}://{BUCKET}/{PREFIX}", SECRET, log, env=env, max_streams=None)
 
 
@@ -148,6 +159,63 @@ def _via_streamer(
         cpu_s_per_gib=usage["cpu_s_per_gib"],
         peak_rss_mib=usage["rss_peak_mib"],
     )
+
+
+def _at_once(
+    server: servers.Server,
+    group: str,
+    case: str,
+    size: int,
+    clients: int,
+    *,
+    repeat: int,
+    token: str,
+) -> dict[str, Any]:
+    """`clients` downloads of the whole object at once, at full speed: the aggregate MB/s
+    (all bytes over the time to the last end) and streamer's CPU per GiB sent."""
+    url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
+    sampler = ProcSampler(server.pid, sample=False)
+    sampler.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        got = list(pool.map(lambda _: fetch(url, token, timeout=900), range(clients)))
+    seconds = time.perf_counter() - started
+    usage = sampler.stop().as_dict(size * clients)
+    for one in got:
+        if one.status != 200 or one.body_bytes != size:
+            raise RuntimeError(f"{group}/{case}: status {one.status}, {one.body_bytes} bytes")
+    return _case(
+        group,
+        case,
+        size * clients,
+        repeat,
+        seconds,
+        clients=clients,
+        cpu_s_per_gib=usage["cpu_s_per_gib"],
+        peak_rss_mib=usage["rss_peak_mib"],
+    )
+
+
+def _sweep(
+    proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, logs: Path
+) -> list[dict[str, Any]]:
+    """The read-ahead ceiling swept on shaped S3, a fresh streamer per value and round (the
+    rounds interleave the values, so the machine's noise falls on all alike)."""
+    cases: list[dict[str, Any]] = []
+    clients = opts.sweep_clients
+    for repeat in range(opts.repeats):
+        for ceiling in opts.sweep:
+            name = f"read-ahead {ceiling // MIB} MiB"
+            log = logs / f"sweep-{ceiling // MIB}.log"
+            with _streamer("s3", proxy.url, log, read_ahead=ceiling) as server:
+                one = partial(_via_streamer, server, SWEEP, f"{name}, 1 client", size)
+                cases.append(one(repeat=repeat, token=token))
+                many = f"{name}, {clients} clients"
+                cases.append(
+                    _at_once(server, SWEEP, many, size, clients, repeat=repeat, token=token)
+                )
+        _say(f"remote: read-ahead sweep, round {repeat + 1} of {opts.repeats} done")
+    return cases
 
 
 def _boto3(
@@ -259,9 +327,15 @@ def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict
                         partial(
                             _boto3, s3_proxy.url, "s3 unshaped", "boto3 download_fileobj", size
                         ),
+                        partial(_boto3, moto, "moto direct", "boto3 download_fileobj", size),
                     ]
                     _rounds(unshaped, opts.repeats, result)
                 s3_proxy.shape(*_defaults())
+                if opts.sweep:
+                    try:
+                        cases += _sweep(s3_proxy, size, token, opts, logs)
+                    except Exception as exc:
+                        result["errors"].append(f"sweep: {type(exc).__name__}: {exc}")
                 _say(f"remote: {opts.clients} clients at {opts.rate / 1e6:g} MB/s")
                 result["load"] = _load("s3", s3_proxy, size, token, opts, logs / "load-s3.log")
                 # The same on GCS, whose emulator answers a request far faster than moto.
@@ -318,6 +392,12 @@ def _cpu(runs: list[dict[str, Any]]) -> list[float]:
     return [r["cpu_s_per_gib"] for r in runs if "cpu_s_per_gib" in r]
 
 
+def _sizes(text: str) -> list[int]:
+    from .harness import parse_size
+
+    return [parse_size(one) for one in text.split(",") if one.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     from .harness import parse_size
 
@@ -327,6 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--rate", type=float, default=1e6)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--sweep",
+        type=_sizes,
+        default=_sizes(SWEEP_CEILINGS),
+        help="read-ahead ceilings to sweep on S3 (comma-separated; empty: none)",
+    )
+    parser.add_argument("--sweep-clients", type=int, default=4)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--work", type=Path, help="scratch folder for the artifact")
     args = parser.parse_args(argv)

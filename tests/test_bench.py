@@ -123,6 +123,9 @@ def test_the_shaped_stores_are_reported(quick_run: tuple[Path, dict[str, Any]]) 
         ("gcs", "one streamed GET"),
         ("s3 unshaped", "streamer"),
         ("s3 unshaped", "boto3 download_fileobj"),
+        ("moto direct", "boto3 download_fileobj"),
+        ("s3 read-ahead", "read-ahead 64 MiB, 1 client"),
+        ("s3 read-ahead", "read-ahead 64 MiB, 4 clients"),
     }
     assert all(row["runs"] == 2 for row in remote["medians"])
     assert remote["errors"] == [] and remote["load"]["errors"] == 0
@@ -133,7 +136,8 @@ def test_the_shaped_stores_are_reported(quick_run: tuple[Path, dict[str, Any]]) 
     shaped = [t for t in results["targets"] if "shaped" in t["target"] or "S3" in t["target"]]
     assert len(shaped) >= 7
     assert all(t["verdict"] in ("pass", "fail") for t in shaped)  # every one measured
-    assert "## Production-shaped stores" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Production-shaped stores" in report and "### Read-ahead ceiling" in report
 
 
 def test_the_report_is_written_again_from_its_json(

@@ -11,7 +11,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from streamer.storage import ParallelReader, ReadAhead, RetryingReader
-from streamer.storage.parallel import MAX_PART_SIZE, part_bounds
+from streamer.storage.parallel import MAX_PART_SIZE, MAX_PARTS, PART_SIZE, part_bounds, part_unit
 
 pytestmark = pytest.mark.anyio
 
@@ -106,6 +106,15 @@ def test_part_bounds_follow_the_unit() -> None:
     assert unit in {start for start, _ in bounds}
 
 
+def test_a_part_holds_whole_store_parts() -> None:
+    assert part_unit(None) == PART_SIZE
+    assert part_unit(5 * MiB, 16 * MiB) == 15 * MiB
+    assert part_unit(8 * MiB, 16 * MiB) == 16 * MiB
+    assert part_unit(8 * MiB, 8 * MiB) == 8 * MiB
+    assert part_unit(64 * MiB, 16 * MiB) == 64 * MiB  # cut again by part_bounds
+    assert part_unit(16 * MiB + 1, 16 * MiB) == 16 * MiB + 1
+
+
 @pytest.mark.parametrize(
     ("size", "start", "end", "unit", "read_size"),
     [
@@ -166,7 +175,7 @@ async def test_a_fast_consumer_grows_the_parts_in_flight() -> None:
     with anyio.fail_after(30):
         async with reader(source, ceiling=ceiling) as parts:
             assert await drain(parts, 64 * KiB) == data
-            assert parts.peak_in_flight == 16
+            assert parts.peak_in_flight == MAX_PARTS
     assert ceiling.used == 0
 
 

@@ -364,18 +364,21 @@ async def test_s3_parts_follow_the_objects_multipart_parts(s3_endpoint: str) -> 
     client.upload_fileobj(io.BytesIO(data), BUCKET, key, Config=config)
     store = Store.from_url(f"s3://{BUCKET}/multipart", streams=8)
     store.parallel_min = 2 * MiB
+    # Parts of the store's own size, then of two of them (as many as `part_size` holds).
+    expected = {
+        5 * MiB: [(MiB, 5 * MiB), (5 * MiB, 10 * MiB), (10 * MiB, len(data))],
+        12 * MiB: [(MiB, 10 * MiB), (10 * MiB, len(data))],
+    }
     try:
-        async with store.reading(key.removeprefix("multipart/"), MiB, len(data)) as reader:
-            assert isinstance(reader, ParallelReader)
-            assert reader.bounds == [
-                (MiB, 5 * MiB),
-                (5 * MiB, 10 * MiB),
-                (10 * MiB, len(data)),
-            ]
-            got = await drain(reader)
+        for part_size, bounds in expected.items():
+            store.part_size = part_size
+            async with store.reading(key.removeprefix("multipart/"), MiB, len(data)) as reader:
+                assert isinstance(reader, ParallelReader)
+                assert reader.bounds == bounds
+                got = await drain(reader)
+            assert got == data[MiB:]
     finally:
         await store.aclose()
-    assert got == data[MiB:]
 
 
 async def drain(reader: ParallelReader) -> bytes:

@@ -41,7 +41,7 @@ async def open_gcs(
         raise OSError(f"the store answered HTTP {response.status}")
     if generation := response.headers.get("x-goog-generation"):
         pin.setdefault("generation", generation)
-    return BodyReader(response.content.read, response.close)
+    return BodyReader(response.content, response.close)
 
 
 async def ping_gcs(fs: Any, bucket: str, prefix: str) -> None:

@@ -34,30 +34,58 @@ class Empty:
         pass
 
 
+class Chunks(Protocol):
+    """A response body as the socket brought it: aiohttp's `StreamReader`."""
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        """The next piece as received, not copied, and whether an HTTP chunk ends there;
+        (b"", False) at the end of the body."""
+        ...
+
+
 class BodyReader:
     """One streamed HTTP response body, read in place.
 
-    The HTTP clients return whatever the socket had (often 64 KiB); each read here is
-    filled up to `size`, since every chunk costs the pump a send (NOTES.md).
+    The socket brings pieces of whatever size the network gave (often 64 to 256 KiB);
+    each read here is filled up to `size`, since every chunk costs the pump a send
+    (NOTES.md). The pieces are taken as received and joined once: the HTTP client's own
+    `read(n)` joins what it holds first, a second copy of every byte (py-spy: a tenth of
+    a shaped S3 download's samples; README.md, "What limits what").
     """
 
-    def __init__(
-        self, read_some: Callable[[int], Awaitable[bytes]], close: Callable[[], Any]
-    ) -> None:
-        self._read_some, self._close = read_some, close
+    def __init__(self, body: Chunks, close: Callable[[], Any]) -> None:
+        self._body, self._close = body, close
+        self._rest: bytes | memoryview = b""  # received beyond the last read
+        self._eof = False
 
     async def read(self, size: int) -> bytes:
-        data = await self._read_some(size)
-        if not data or len(data) >= size:
-            return data
-        parts, got = [data], len(data)
-        while got < size and (more := await self._read_some(size - got)):
-            parts.append(more)
-            got += len(more)
-        return b"".join(parts)
+        pieces: list[bytes | memoryview] = []
+        got = 0
+        data = self._rest
+        while True:
+            if got + len(data) > size:
+                view = memoryview(data)
+                pieces.append(view[: size - got])
+                self._rest = view[size - got :]
+                break
+            if data:
+                pieces.append(data)
+                got += len(data)
+            if got == size or self._eof:
+                self._rest = b""
+                break
+            data, chunk_end = await self._body.readchunk()
+            self._eof = not data and not chunk_end  # an HTTP chunk's end is no end
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]
+        return b"".join(pieces)
 
     async def read_all(self) -> bytes:
-        return await self._read_some(-1)
+        """The rest of the body, in one piece."""
+        pieces = []
+        while data := await self.read(1 << 20):
+            pieces.append(data)
+        return b"".join(pieces)
 
     async def aclose(self) -> None:
         self._close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .readers import BodyReader, http_range
+from .readers import BodyReader, Chunks, http_range
 from .retry import ObjectChanged
+
+CHECKED_READ = 256 * 1024
 
 
 async def open_s3(
@@ -27,7 +29,34 @@ async def open_s3(
         raise
     pin.setdefault("etag", response["ETag"])
     body = response["Body"]
-    return BodyReader(body.read, body.close)
+    return BodyReader(_chunks(body), body.close)
+
+
+class _Checked:
+    """A body whose checksum botocore validates, read through botocore, which checks it at
+    the end."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        data: bytes = await self._body.read(CHECKED_READ)
+        return data, False
+
+
+def _chunks(body: Any) -> Chunks:
+    """The body's pieces as the socket brought them (aiohttp's reader under botocore's),
+    unless botocore validates a checksum that came with them. With `when_supported`
+    (botocore's default) it does so for a GetObject whose response carries a full-object
+    checksum; S3 sends none with a ranged GET, so the parts of a parallel read are guarded
+    by the ETag they are pinned to and by their lengths (a part that ends early is an
+    error), as they were through botocore."""
+    from aiobotocore.httpchecksum import AioStreamingChecksumBody
+
+    if isinstance(body, AioStreamingChecksumBody):
+        return _Checked(body)
+    content: Chunks = body.raw_stream.content
+    return content
 
 
 async def s3_part_size(fs: Any, path: str) -> int | None:

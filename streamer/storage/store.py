@@ -23,7 +23,7 @@ from fsspec.asyn import AsyncFileSystem
 from .gcs import open_gcs, ping_gcs
 from .listing import list_gcs, list_local, list_memory, list_s3
 from .local import open_local, open_memory
-from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead
+from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead, part_unit
 from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
 from .s3 import open_s3, ping_s3, read_s3, s3_part_size
@@ -31,7 +31,7 @@ from .s3 import open_s3, ping_s3, read_s3, s3_part_size
 _PING_TIMEOUT_S = 15
 MiB = 1024 * 1024
 READ_AHEAD = 256 * MiB  # the process-wide ceiling when none is given (STREAMER_READAHEAD_BYTES)
-PARALLEL_MIN = 2 * PART_SIZE  # smaller spans are one GET
+PARALLEL_MIN = 16 * MiB  # smaller spans are one GET
 METADATA_CONNECTIONS = 32  # beside the downloads: the catalog's reads of run.json files
 MAX_CONNECTIONS = 1024
 PART_SIZES_KEPT = 4096
@@ -59,7 +59,8 @@ class Store:
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str) -> None:
         self.fs, self.root, self.url = fs, root.rstrip("/"), url
         # Bytes read ahead of the consumers by parallel reads, for the whole process; the
-        # parts' size when the store does not tell it, the smallest span read in parts,
+        # parts' size (whole multipart parts of the object's where the store tells them,
+        # `part_unit`), the smallest span read in parts,
         # and the bytes a download sends before its parts may grow (storage.parallel).
         self.read_ahead = ReadAhead(READ_AHEAD)
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
@@ -188,7 +189,8 @@ class Store:
 
         A span of `parallel_min` bytes or more of an S3 or GCS object (`end` given) is read
         as parallel ranged GETs (`parallel`), whose parts live inside the block; on S3
-        their bounds follow the object's multipart parts (one HeadObject first).
+        their edges fall on the object's multipart part edges (one HeadObject first), each
+        part as many of the store's parts as `part_size` holds.
         `read_size` is the size of the consumer's reads.
         """
         remote = self.kind in ("s3", "gs")
@@ -204,7 +206,7 @@ class Store:
         pin: dict[str, str] = {}
         unit = self.part_size
         if self.kind == "s3":
-            unit = await self._s3_part_size(path) or unit
+            unit = part_unit(await self._s3_part_size(path), self.part_size)
         opener = open_s3 if self.kind == "s3" else open_gcs
 
         def open_part(first: int, stop: int) -> ObjectReader:
@@ -304,7 +306,9 @@ def _remote_fs(url: str, protocol: str, connections: int | None) -> Any:
 def pool_size(streams: int, read_ahead_bytes: int) -> int:
     """Connections to the store: one per download, one per part the read-ahead ceiling lets
     run ahead, and some for metadata, so that no download waits for a connection."""
-    ahead = read_ahead_bytes // PART_SIZE
+    # A part holds at least half of PART_SIZE (`part_unit`, `part_bounds`), bar the last
+    # one of a span.
+    ahead = read_ahead_bytes // (PART_SIZE // 2)
     return min(MAX_CONNECTIONS, streams + ahead + METADATA_CONNECTIONS)
 
 
