@@ -13,8 +13,12 @@ the cases of a store in turn, `--repeats` rounds:
   streamed boto3 GET, all through the proxy (the two boto3 cases in their own process);
 - GCS: streamer, and one streamed GET of the object's media through the proxy;
 - the proxy's own ceiling, unshaped: streamer and download_fileobj through it;
-- `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), on a fresh
-  streamer at its defaults: peak RSS, errors, the slowest client, TTFB; the same on GCS;
+- `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), all started at
+  once on a fresh streamer at its defaults: peak RSS, errors, the slowest client, TTFB,
+  the store requests per download and the store connections open at once (at the proxy);
+  the same on GCS. Beside them, the herd's ceilings: the same clients on a streamer of a
+  local store holding the same log (no store requests), and the store alone, the same
+  number of first requests made at once straight through the proxy (bench/herd.py);
 - a 16 KiB range of the object: bytes and requests that reached the store (the proxy's
   counters), after a first request warmed the catalog.
 `python -m bench` runs this too and reports its targets (bench/report.py).
@@ -207,15 +211,59 @@ def _load(
     kind: str, proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
     with _streamer(kind, proxy.url, log) as server:
-        url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
-        fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
-        time.sleep(0.5)
-        idle = memory_kib(server.pid, "VmRSS") / 1024
+        result = _herd(server, size, token, opts, proxy)
+    result["herd_direct"] = _herd_direct(kind, proxy, size, opts.clients)
+    return result
+
+
+def _herd(
+    server: servers.Server,
+    size: int,
+    token: str,
+    opts: argparse.Namespace,
+    proxy: ProxyProcess | None = None,
+) -> dict[str, Any]:
+    """`--clients` slow clients started at once on a warm streamer (catalog, imports, the
+    object's part size): TTFB, RSS, and what reached the store per download (`proxy`)."""
+    url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
+    fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
+    time.sleep(0.5)
+    idle = memory_kib(server.pid, "VmRSS") / 1024
+    if proxy is not None:
         proxy.reset()
-        result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
-        result["store_connections"] = proxy.counters()["connections"]
+    result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
+    if proxy is not None:
+        counters = proxy.counters()
+        result["store_connections"] = counters["connections"]
+        result["store_peak_connections"] = counters["peak_connections"]
+        # Every client starts one download; none finishes its log within the run.
+        result["store_requests_per_download"] = counters["requests"] / max(1, result["requests"])
     result["idle_rss_mib"] = idle
     result["size"] = size
+    return result
+
+
+def _herd_local(root: Path, size: int, token: str, opts: argparse.Namespace, log: Path) -> Any:
+    """The same herd on a local store holding the same log: streamer's and this machine's
+    own ceiling, with no store request at all."""
+    with servers.streamer(str(root), SECRET, log, max_streams=None) as server:
+        return _herd(server, size, token, opts)
+
+
+def _herd_direct(kind: str, proxy: ProxyProcess, size: int, clients: int) -> dict[str, Any]:
+    """The store's own ceiling through the same proxy: `clients` downloads' first requests
+    (metadata, then the first part's ranged GET) made at once by one client (bench.herd)."""
+    key = f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log"
+    args = [sys.executable, "-m", "bench.herd", "--kind", kind, "--endpoint", proxy.url]
+    args += ["--bucket", BUCKET, "--key", key, "--clients", str(clients)]
+    proxy.reset()
+    out = subprocess.run(
+        args, capture_output=True, check=False, timeout=300, env={**os.environ, **CREDENTIALS}
+    )
+    if out.returncode:
+        raise RuntimeError(f"{kind} direct herd: {out.stderr[-300:]!r}")
+    result: dict[str, Any] = orjson.loads(out.stdout)
+    result["store_requests"] = proxy.counters()["requests"]
     return result
 
 
@@ -263,6 +311,8 @@ def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict
                     _rounds(unshaped, opts.repeats, result)
                 s3_proxy.shape(*_defaults())
                 _say(f"remote: {opts.clients} clients at {opts.rate / 1e6:g} MB/s")
+                # The herd's ceilings beside it: no store at all, then the store alone.
+                result["herd_local"] = _herd_local(root, size, token, opts, logs / "herd.log")
                 result["load"] = _load("s3", s3_proxy, size, token, opts, logs / "load-s3.log")
                 # The same on GCS, whose emulator answers a request far faster than moto.
                 result["load_gcs"] = _load(
