@@ -35,7 +35,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -51,7 +53,8 @@ from .client import fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
 from .proxy import ProxyProcess
-from .stats import GIB, MIB, ProcSampler, memory_kib
+from .saturation import probe_once
+from .stats import GIB, MIB, ProcSampler, memory_kib, summary
 
 SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 BUCKET = "bench"
@@ -62,6 +65,7 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 RANGE = 16 * 1024
+PART = 8 * MIB  # the first part of a download, and what its client's socket buffers take
 ONE_GET = "one streamed GET (boto3)"
 TRANSFER = "boto3 download_fileobj"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}"
@@ -213,6 +217,7 @@ def _load(
     with _streamer(kind, proxy.url, log) as server:
         result = _herd(server, size, token, opts, proxy)
     result["herd_direct"] = _herd_direct(kind, proxy, size, opts.clients)
+    result["herd_direct_fill"] = _herd_direct(kind, proxy, size, opts.clients, fill=PART)
     return result
 
 
@@ -231,7 +236,13 @@ def _herd(
     idle = memory_kib(server.pid, "VmRSS") / 1024
     if proxy is not None:
         proxy.reset()
-    result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
+    probes = _HealthProbe(server.url + "/healthz")
+    probes.start()
+    try:
+        result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
+    finally:
+        result_probes = probes.stop()
+    result["healthz_s"] = result_probes
     if proxy is not None:
         counters = proxy.counters()
         result["store_connections"] = counters["connections"]
@@ -243,6 +254,27 @@ def _herd(
     return result
 
 
+class _HealthProbe(threading.Thread):
+    """`/healthz` on a new connection every 50 ms while a load runs: how long streamer's
+    event loop keeps a request waiting (its lag, plus one tiny request)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.times, self.failures = url, array("d"), 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.05):
+            status, seconds = probe_once(self.url, whole=True)
+            self.times.append(seconds)
+            self.failures += status != 200
+
+    def stop(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join(60)
+        return {**summary(self.times), "failures": self.failures}
+
+
 def _herd_local(root: Path, size: int, token: str, opts: argparse.Namespace, log: Path) -> Any:
     """The same herd on a local store holding the same log: streamer's and this machine's
     own ceiling, with no store request at all."""
@@ -250,12 +282,16 @@ def _herd_local(root: Path, size: int, token: str, opts: argparse.Namespace, log
         return _herd(server, size, token, opts)
 
 
-def _herd_direct(kind: str, proxy: ProxyProcess, size: int, clients: int) -> dict[str, Any]:
+def _herd_direct(
+    kind: str, proxy: ProxyProcess, size: int, clients: int, fill: int = 0
+) -> dict[str, Any]:
     """The store's own ceiling through the same proxy: `clients` downloads' first requests
-    (metadata, then the first part's ranged GET) made at once by one client (bench.herd)."""
+    (metadata, then the first part's ranged GET) made at once by one client (bench.herd);
+    with `fill`, each then reads that much of its part at once, as streamer does to fill
+    its slow clients' socket buffers."""
     key = f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log"
     args = [sys.executable, "-m", "bench.herd", "--kind", kind, "--endpoint", proxy.url]
-    args += ["--bucket", BUCKET, "--key", key, "--clients", str(clients)]
+    args += ["--bucket", BUCKET, "--key", key, "--clients", str(clients), "--fill", str(fill)]
     proxy.reset()
     out = subprocess.run(
         args, capture_output=True, check=False, timeout=300, env={**os.environ, **CREDENTIALS}
@@ -263,7 +299,7 @@ def _herd_direct(kind: str, proxy: ProxyProcess, size: int, clients: int) -> dic
     if out.returncode:
         raise RuntimeError(f"{kind} direct herd: {out.stderr[-300:]!r}")
     result: dict[str, Any] = orjson.loads(out.stdout)
-    result["store_requests"] = proxy.counters()["requests"]
+    result["store_requests"] = proxy.counters()["requests"] - result["warm_up_requests"]
     return result
 
 

@@ -391,6 +391,24 @@ def _herd_ceilings(load: dict[str, Any], remote: dict[str, Any]) -> str:
             f" {_ms(t['p50'])}, max {_ms(t['max'])}"
             f" ({direct['store_requests'] / max(1, direct['clients']):.2f} requests each)"
         )
+    filled = load.get("herd_direct_fill")
+    if filled:
+        t = filled["ttfb_s"]
+        parts.append(
+            f"the same with each part's first 8 MiB read at once (what the clients' socket"
+            f" buffers take at the start): p50 {_ms(t['p50'])}, max {_ms(t['max'])}"
+        )
+    if "healthz_s" in load:
+        t = load["healthz_s"]
+        parts.append(
+            f"streamer's event loop: /healthz answered in p50 {_ms(t['p50'])}, max"
+            f" {_ms(t['max'])} during the herd"
+        )
+    if "client_cpu_s" in load:
+        parts.append(
+            f"the clients' process used {load['client_cpu_s']:.1f} CPU s in"
+            f" {load['duration_s']:.0f} s"
+        )
     if "store_requests_per_download" in load:
         parts.append(
             f"streamer: {load['store_requests_per_download']:.2f} store requests per download"
