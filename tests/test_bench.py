@@ -129,8 +129,9 @@ def test_the_shaped_stores_are_reported(quick_run: tuple[Path, dict[str, Any]]) 
         assert remote["range"][kind]["status"] == 206
         assert remote["range"][kind]["body_bytes"] == 16 * 1024
         assert 16 * 1024 <= remote["range"][kind]["store_bytes"]
-    assert remote["herd_local"]["errors"] == 0 and "store_requests_per_download" not in (
-        remote["herd_local"]
+    assert (
+        remote["herd_local"]["errors"] == 0
+        and "store_requests_per_download" not in (remote["herd_local"])
     )
     for name in ("load", "load_gcs"):
         load = remote[name]
