@@ -10,12 +10,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
+import fsspec
+import httpx
 import pytest
 
+from streamer.config import Settings
 from streamer.storage import Store
 from streamer.storage.flights import Flights
+from tests.conftest import SECRET
 from tests.dataset import put
 from tests.emulators import BUCKET, fsspec_conf
+from tests.faulty import seed, serving_through
 from tests.shaping import ShapingProxy
 
 pytestmark = pytest.mark.anyio
@@ -167,6 +172,12 @@ async def test_a_cancelled_leader_leaves_the_others_a_lookup_of_their_own() -> N
     assert answers == ["present", "present"]
 
 
+def rm(root: str, key: str) -> None:
+    """Delete an object behind streamer's back, as a retention job would."""
+    fs, path = fsspec.core.url_to_fs(f"{root}/{key}", skip_instance_cache=True)
+    fs.rm_file(path)
+
+
 @pytest.fixture(params=["s3", "gs"])
 def remote(request: pytest.FixtureRequest) -> tuple[str, str]:
     kind: str = request.param
@@ -213,7 +224,26 @@ async def test_a_purge_is_seen_by_the_next_lookup(remote: tuple[str, str]) -> No
         store = Store.from_url(root, streams=8)
     try:
         assert await store.info(key) is not None
-        await store.fs._rm_file(store.path(key))
+        rm(root, key)
         assert await store.info(key) is None
     finally:
         await store.aclose()
+
+
+def test_a_purge_between_two_downloads_is_seen_by_the_second(
+    remote: tuple[str, str], token: str
+) -> None:
+    """With the catalog's metadata cached, the log itself is looked up for each request."""
+    kind, endpoint = remote
+    log = b"2026-03-13T10:00:00Z [INFO] one line\n"
+    root = seed(kind, "flights-served", "mdl-herd", {"run-h1": ("training.log", log)})
+    settings = Settings(storage_url=root, jwt_secret=SECRET, catalog_ttl_s=60)
+    with serving_through(kind, endpoint, settings) as running:
+        url = f"{running.url}/api/v1/models/mdl-herd/training-metrics/logs/download"
+        headers = {"Authorization": f"Bearer {token}"}
+        first = httpx.get(url, headers=headers, timeout=30)
+        assert (first.status_code, first.content) == (200, log)
+        rm(root, "models/mdl-herd/runs/run-h1/training.log")
+        second = httpx.get(url, headers=headers, timeout=30)
+        assert second.status_code == 404
+        assert second.json()["code"] == "logs_purged"
