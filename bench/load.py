@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import resource
 import sys
 import time
 from array import array
@@ -154,6 +155,11 @@ async def _client(
             stats.error_kinds[outcome] = stats.error_kinds.get(outcome, 0) + 1
 
 
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def remote_warning(url: str) -> str | None:
     """The warning for a target that is not this machine's loopback interface, if it is not."""
     host = urlsplit(url).hostname or "127.0.0.1"
@@ -184,12 +190,14 @@ async def run_load(
     sampler = ProcSampler(pid) if pid else None
     if sampler:
         sampler.start()
+    cpu_before = _own_cpu_s()
     started = time.perf_counter()
     deadline = started + duration
     await asyncio.gather(
         *(_client(host, port, request, stats, deadline, rate) for stats in clients)
     )
     elapsed = time.perf_counter() - started
+    client_cpu_s = _own_cpu_s() - cpu_before
     usage = sampler.stop() if sampler else None
     total = sum(c.body_bytes for c in clients)
     per_client = [c.body_bytes for c in clients]
@@ -216,6 +224,9 @@ async def run_load(
         "fastest_client_mb_per_s": max(per_client) / elapsed / 1e6,
         "ttfb_s": summary(ttfb),
         "gap_s": summary(gaps),
+        # This process's CPU over the run (the clients, and the sampler when given): near
+        # the run's length, the clients themselves are the limit.
+        "client_cpu_s": client_cpu_s,
     }
     if usage is not None:
         result["server"] = usage.as_dict(total)

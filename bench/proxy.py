@@ -86,6 +86,7 @@ def main() -> None:
                 "requests": proxy.requests,
                 "bytes_down": proxy.bytes_down,
                 "connections": proxy.connections,
+                "peak_connections": proxy.peak_connections,
             }
 
         print(proxy.url, flush=True)

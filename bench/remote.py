@@ -18,8 +18,12 @@ the cases of a store in turn, `--repeats` rounds:
 - the read-ahead ceiling (STREAMER_READAHEAD_BYTES) swept over `--sweep` on shaped S3:
   a fresh streamer per value, one client, then `--sweep-clients` clients at once, each
   the whole object at full speed (the aggregate MB/s and streamer's CPU per GiB);
-- `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), on a fresh
-  streamer at its defaults: peak RSS, errors, the slowest client, TTFB; the same on GCS;
+- `--clients` clients at `--rate` bytes/s on the S3 log (bench/load.py), all started at
+  once on a fresh streamer at its defaults: peak RSS, errors, the slowest client, TTFB,
+  the store requests per download and the store connections open at once (at the proxy);
+  the same on GCS. Beside them, the herd's ceilings: the same clients on a streamer of a
+  local store holding the same log (no store requests), and the store alone, the same
+  number of first requests made at once straight through the proxy (bench/herd.py);
 - a 16 KiB range of the object: bytes and requests that reached the store (the proxy's
   counters), after a first request warmed the catalog.
 `python -m bench` runs this too and reports its targets (bench/report.py).
@@ -36,7 +40,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -53,7 +59,8 @@ from .client import fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
 from .proxy import ProxyProcess
-from .stats import GIB, MIB, ProcSampler, memory_kib
+from .saturation import probe_once
+from .stats import GIB, MIB, ProcSampler, memory_kib, summary
 
 SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 BUCKET = "bench"
@@ -64,6 +71,7 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 RANGE = 16 * 1024
+PART = 8 * MIB  # the first part of a download, and what its client's socket buffers take
 ONE_GET = "one streamed GET (boto3)"
 TRANSFER = "boto3 download_fileobj"
 SWEEP = "s3 read-ahead"
@@ -275,15 +283,91 @@ def _load(
     kind: str, proxy: ProxyProcess, size: int, token: str, opts: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
     with _streamer(kind, proxy.url, log) as server:
-        url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
-        fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
-        time.sleep(0.5)
-        idle = memory_kib(server.pid, "VmRSS") / 1024
+        result = _herd(server, size, token, opts, proxy)
+    result["herd_direct"] = _herd_direct(kind, proxy, size, opts.clients)
+    result["herd_direct_fill"] = _herd_direct(kind, proxy, size, opts.clients, fill=PART)
+    return result
+
+
+def _herd(
+    server: servers.Server,
+    size: int,
+    token: str,
+    opts: argparse.Namespace,
+    proxy: ProxyProcess | None = None,
+) -> dict[str, Any]:
+    """`--clients` slow clients started at once on a warm streamer (catalog, imports, the
+    object's part size): TTFB, RSS, and what reached the store per download (`proxy`)."""
+    url = server.url + DOWNLOAD.format(model=MODEL, run=run_id(size))
+    fetch(url, token, first_bytes_only=True)  # warmed up: imports, catalog, the pool
+    time.sleep(0.5)
+    idle = memory_kib(server.pid, "VmRSS") / 1024
+    if proxy is not None:
         proxy.reset()
+    probes = _HealthProbe(server.url + "/healthz")
+    probes.start()
+    try:
         result = run_load_sync(url, token, opts.clients, opts.duration, opts.rate, server.pid)
-        result["store_connections"] = proxy.counters()["connections"]
+    finally:
+        result_probes = probes.stop()
+    result["healthz_s"] = result_probes
+    if proxy is not None:
+        counters = proxy.counters()
+        result["store_connections"] = counters["connections"]
+        result["store_peak_connections"] = counters["peak_connections"]
+        # Every client starts one download; none finishes its log within the run.
+        result["store_requests_per_download"] = counters["requests"] / max(1, result["requests"])
     result["idle_rss_mib"] = idle
     result["size"] = size
+    return result
+
+
+class _HealthProbe(threading.Thread):
+    """`/healthz` on a new connection every 50 ms while a load runs: how long streamer's
+    event loop keeps a request waiting (its lag, plus one tiny request)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.times, self.failures = url, array("d"), 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.05):
+            status, seconds = probe_once(self.url, whole=True)
+            self.times.append(seconds)
+            self.failures += status != 200
+
+    def stop(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join(60)
+        return {**summary(self.times), "failures": self.failures}
+
+
+def _herd_local(root: Path, size: int, token: str, opts: argparse.Namespace, log: Path) -> Any:
+    """The same herd on a local store holding the same log: streamer's and this machine's
+    own ceiling, with no store request at all."""
+    with servers.streamer(str(root), SECRET, log, max_streams=None) as server:
+        return _herd(server, size, token, opts)
+
+
+def _herd_direct(
+    kind: str, proxy: ProxyProcess, size: int, clients: int, fill: int = 0
+) -> dict[str, Any]:
+    """The store's own ceiling through the same proxy: `clients` downloads' first requests
+    (metadata, then the first part's ranged GET) made at once by one client (bench.herd);
+    with `fill`, each then reads that much of its part at once, as streamer does to fill
+    its slow clients' socket buffers."""
+    key = f"{PREFIX}/models/{MODEL}/runs/{run_id(size)}/training.log"
+    args = [sys.executable, "-m", "bench.herd", "--kind", kind, "--endpoint", proxy.url]
+    args += ["--bucket", BUCKET, "--key", key, "--clients", str(clients), "--fill", str(fill)]
+    proxy.reset()
+    out = subprocess.run(
+        args, capture_output=True, check=False, timeout=300, env={**os.environ, **CREDENTIALS}
+    )
+    if out.returncode:
+        raise RuntimeError(f"{kind} direct herd: {out.stderr[-300:]!r}")
+    result: dict[str, Any] = orjson.loads(out.stdout)
+    result["store_requests"] = proxy.counters()["requests"] - result["warm_up_requests"]
     return result
 
 
@@ -337,6 +421,8 @@ def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict
                     except Exception as exc:
                         result["errors"].append(f"sweep: {type(exc).__name__}: {exc}")
                 _say(f"remote: {opts.clients} clients at {opts.rate / 1e6:g} MB/s")
+                # The herd's ceilings beside it: no store at all, then the store alone.
+                result["herd_local"] = _herd_local(root, size, token, opts, logs / "herd.log")
                 result["load"] = _load("s3", s3_proxy, size, token, opts, logs / "load-s3.log")
                 # The same on GCS, whose emulator answers a request far faster than moto.
                 result["load_gcs"] = _load(

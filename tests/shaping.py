@@ -121,6 +121,8 @@ class ShapingProxy:
     time from a request's head reaching the proxy to its response's first byte leaving it
     (inf before any). `pacing_excess`: the most bytes any connection released beyond
     `burst` + the integral of `bandwidth` over its life (0 or less while pacing holds).
+    `open_connections`: connections relayed now; `peak_connections`: the most open at once
+    since the counters were reset.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class ShapingProxy:
         self.bandwidth = bandwidth
         self.burst = burst
         self._lock = threading.Lock()
+        self.open_connections = 0
         self.reset_counters()
         self._sockets: set[socket.socket] = set()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -149,6 +152,7 @@ class ShapingProxy:
             self.requests = 0
             self.bytes_down = 0
             self.connections = 0
+            self.peak_connections = self.open_connections
             self.min_delay_s = math.inf
             self.pacing_excess = -math.inf
 
@@ -172,6 +176,8 @@ class ShapingProxy:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets |= {client, upstream}
+            self.open_connections += 1
+            self.peak_connections = max(self.peak_connections, self.open_connections)
         # Arrival times of the requests whose responses have not started yet.
         arrivals: deque[float] = deque()
         up = threading.Thread(target=self._relay_up, args=(client, upstream, arrivals))
@@ -182,6 +188,7 @@ class ShapingProxy:
             up.join()
             with self._lock:
                 self._sockets -= {client, upstream}
+                self.open_connections -= 1
             client.close()
             upstream.close()
 

@@ -133,6 +133,18 @@ def test_the_shaped_stores_are_reported(quick_run: tuple[Path, dict[str, Any]]) 
         assert remote["range"][kind]["status"] == 206
         assert remote["range"][kind]["body_bytes"] == 16 * 1024
         assert 16 * 1024 <= remote["range"][kind]["store_bytes"]
+    assert (
+        remote["herd_local"]["errors"] == 0
+        and "store_requests_per_download" not in (remote["herd_local"])
+    )
+    for name in ("load", "load_gcs"):
+        load = remote[name]
+        clients = load["concurrency"]
+        assert load["store_requests_per_download"] > 0
+        assert 1 <= load["store_peak_connections"] <= load["store_connections"]
+        for ceiling in ("herd_direct", "herd_direct_fill"):
+            assert load[ceiling]["ttfb_s"]["n"] == clients and load[ceiling]["errors"] == 0
+            assert load[ceiling]["store_requests"] == 2 * clients  # metadata and one GET each
     shaped = [t for t in results["targets"] if "shaped" in t["target"] or "S3" in t["target"]]
     assert len(shaped) >= 7
     assert all(t["verdict"] in ("pass", "fail") for t in shaped)  # every one measured

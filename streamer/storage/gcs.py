@@ -55,3 +55,10 @@ async def ping_gcs(fs: Any, bucket: str, prefix: str) -> None:
             raise FileNotFoundError(f"no bucket {bucket!r}")
         if response.status >= 300:
             raise OSError(f"HTTP {response.status}")
+
+
+async def info_gcs(fs: Any, path: str) -> dict[str, Any]:
+    """The object's metadata in one request (gcsfs's `_info` lists the prefix beside it, to
+    tell a folder); FileNotFoundError when it does not exist."""
+    info: dict[str, Any] = await fs._get_object(path)
+    return info

@@ -84,3 +84,17 @@ async def read_s3(fs: Any, path: str) -> bytes:
 async def ping_s3(fs: Any, bucket: str, prefix: str) -> None:
     """List at most one key below `prefix`."""
     await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+
+
+async def info_s3(fs: Any, path: str) -> dict[str, Any]:
+    """The object's metadata in one HeadObject (s3fs's `_info` lists the prefix too when the
+    key is missing, to tell a folder); FileNotFoundError when it does not exist."""
+    bucket, key, version = fs.split_path(path)
+    extra = {"VersionId": version} if version else {}
+    head = await fs._call_s3("head_object", Bucket=bucket, Key=key, **extra)
+    return {
+        "size": head["ContentLength"],
+        "ETag": head.get("ETag", ""),
+        "LastModified": head.get("LastModified", ""),
+        "VersionId": head.get("VersionId"),
+    }

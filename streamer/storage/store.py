@@ -20,13 +20,14 @@ import fsspec
 import fsspec.config
 from fsspec.asyn import AsyncFileSystem
 
-from .gcs import open_gcs, ping_gcs
+from .flights import Flights
+from .gcs import info_gcs, open_gcs, ping_gcs
 from .listing import list_gcs, list_local, list_memory, list_s3
 from .local import open_local, open_memory
 from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead, part_unit
 from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
-from .s3 import open_s3, ping_s3, read_s3, s3_part_size
+from .s3 import info_s3, open_s3, ping_s3, read_s3, s3_part_size
 
 _PING_TIMEOUT_S = 15
 MiB = 1024 * 1024
@@ -66,6 +67,8 @@ class Store:
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
         self.grow_after = GROW_AFTER
         self._part_sizes: dict[str, int] = {}  # S3 path -> its multipart part size
+        # Concurrent lookups of one remote object are one request, sent after each arrived.
+        self.lookups: Flights[str, dict[str, Any] | None] = Flights()
         self.is_async = isinstance(fs, AsyncFileSystem)
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
@@ -141,18 +144,34 @@ class Store:
         return {name.removeprefix(base): _etag(raw) for name, raw in found.items()}
 
     async def info(self, key: str) -> ObjectInfo | None:
-        """Size and version of an object; None when it does not exist."""
+        """Size and version of an object; None when it does not exist.
+
+        On a remote store, concurrent calls for one object share one request (one HeadObject
+        on S3, one object GET on GCS), and each is answered by a request sent after it was
+        called (`flights`): a change made before a call is always seen by it.
+        """
         path = self.path(key)
-        try:
-            if self.is_async:
-                raw = await self.fs._info(path)
-            else:
+        if self.is_async:
+            raw = await self.lookups.run(path, lambda: self._info_remote(path))
+        else:
+            try:
                 raw = self.fs.info(path)
-        except FileNotFoundError:
-            return None
-        if raw.get("type") == "directory":
+            except FileNotFoundError:
+                return None
+        if raw is None or raw.get("type") == "directory":
             return None
         return ObjectInfo(size=raw.get("size"), etag=_etag(raw), modified=_modified(raw))
+
+    async def _info_remote(self, path: str) -> dict[str, Any] | None:
+        """One request on S3 and GCS: a log is an object, never a folder."""
+        lookup = {"s3": info_s3, "gs": info_gcs}.get(self.kind)
+        try:
+            if lookup is not None:
+                return await lookup(self.fs, path)
+            raw: dict[str, Any] = await self.fs._info(path)
+        except FileNotFoundError:
+            return None
+        return raw
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
         """A reader of bytes [start, end) (to the object's end when `end` is None).
