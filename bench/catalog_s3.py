@@ -20,6 +20,11 @@ of the catalog is counted at the proxy. Each run has a run.json and a small trai
 - baseline: the same schedule against a catalog that re-reads every run.json on each
   expiry while the request waits (what the catalog did before stale-while-revalidate and
   versioned listings), for a third of `--duration`.
+- loop lag: during both phases a ticker on the event loop sleeps 5 ms at a time and
+  records how late it wakes: the time the loop was blocked (by parsing, say), which every
+  resolution in flight waits out.
+- the store's ceilings, with boto3 straight through the proxy (no streamer): a HEAD alone,
+  the listing of the runs alone, and a HEAD while that listing runs at the store.
 
 The resolutions run in this process, without HTTP: what is measured is the catalog.
 """
@@ -93,6 +98,73 @@ def latencies(values: list[float]) -> dict[str, float]:
     }
 
 
+class LoopLag:
+    """How late a 5 ms sleep on the event loop wakes: the loop's blocked time."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await anyio.sleep(0.005)
+            self.lags.append(max(0.0, time.perf_counter() - started - 0.005))
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "p50_ms": quantile(self.lags, 0.5) * 1e3,
+            "p99_ms": quantile(self.lags, 0.99) * 1e3,
+            "max_ms": max(self.lags) * 1e3,
+        }
+
+
+def ceilings(url: str, bucket: str, prefix: str) -> dict[str, float]:
+    """What the store behind the proxy takes, with boto3 (no streamer): a HEAD alone, the
+    paginated listing of `prefix` alone, and HEADs while that listing runs."""
+    import threading
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    key = f"{prefix}run-00000/run.json"
+
+    def head() -> float:
+        started = time.perf_counter()
+        client.head_object(Bucket=bucket, Key=key)
+        return time.perf_counter() - started
+
+    def listing() -> float:
+        started = time.perf_counter()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for _ in pages:
+            pass
+        return time.perf_counter() - started
+
+    head()  # the connection is open
+    alone = [head() for _ in range(20)]
+    listings = [listing() for _ in range(2)]
+    during: list[float] = []
+    done = threading.Event()
+    lister = threading.Thread(target=lambda: (listings.append(listing()), done.set()))
+    lister.start()
+    while not done.is_set():
+        during.append(head())
+    lister.join()
+    return {
+        "head_alone_s": statistics.median(alone),
+        "listing_s": statistics.median(listings),
+        "head_during_listing_s": statistics.median(during) if during else math.nan,
+        "head_during_listing_max_s": max(during, default=math.nan),
+        "heads_during_listing": len(during),
+    }
+
+
 async def steady(
     url: str,
     endpoint: str,
@@ -113,6 +185,7 @@ async def steady(
     changes: list[tuple[str, float]] = []  # (run that became the default, when it was written)
     seen: list[float] = []
     overtaken = 0  # changes replaced by a later one before they were seen
+    lag = LoopLag()
 
     async def one() -> None:
         nonlocal overtaken
@@ -153,19 +226,23 @@ async def steady(
         async with contextlib.AsyncExitStack() as running:
             if not baseline:
                 await running.enter_async_context(catalog)
-            group = await running.enter_async_context(anyio.create_task_group())
-            start = time.perf_counter()
-            next_change, n = change_every_s, 0
-            for tick in range(int(duration_s * rate)):
-                at = start + tick / rate
-                await anyio.sleep(max(0.0, at - time.perf_counter()))
-                group.start_soon(one)
-                # No change in the last 3 TTLs: each one has the time to be seen.
-                if not baseline and next_change <= at - start <= duration_s - 3 * ttl_s:
-                    group.start_soon(change, n)
-                    next_change += change_every_s
-                    n += 1
+            ticker = await running.enter_async_context(anyio.create_task_group())
+            ticker.start_soon(lag.run)
+            async with anyio.create_task_group() as group:
+                start = time.perf_counter()
+                next_change, n = change_every_s, 0
+                for tick in range(int(duration_s * rate)):
+                    at = start + tick / rate
+                    await anyio.sleep(max(0.0, at - time.perf_counter()))
+                    group.start_soon(one)
+                    # No change in the last 3 TTLs: each one has the time to be seen.
+                    if not baseline and next_change <= at - start <= duration_s - 3 * ttl_s:
+                        group.start_soon(change, n)
+                        next_change += change_every_s
+                        n += 1
+            ticker.cancel_scope.cancel()
         result: dict[str, Any] = latencies(took)
+        result["loop_lag"] = lag.summary()
         result["change_seen_s"] = seen
         result["changes_unseen"] = len(changes) + overtaken
         result["refresh_failures"] = catalog.refresh_failures
@@ -187,6 +264,9 @@ def measure(
         default = seed(endpoint, runs)
         print(f"seeded {runs} runs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         url = f"s3://{ROOT}"
+        bucket, _, root = ROOT.partition("/")
+        store_alone = ceilings(proxy.url, bucket, f"{root}/models/{MODEL}/runs/")
+        print(f"store alone: {store_alone}", file=sys.stderr)
         with fsspec_conf("s3", **s3_options(proxy.url)):
             common = {"ttl_s": ttl_s, "rate": rate, "change_every_s": change_every_s}
             ours = asyncio.run(
@@ -215,6 +295,7 @@ def measure(
                 "budget": 1 + math.ceil(keys / 1000) + runs + 1,
                 "repeat": len(colds),
             },
+            "store": store_alone,
             "steady": ours,
             "baseline": before,
         }
@@ -241,6 +322,19 @@ def main() -> None:
             f" max {r['max_s'] * 1e3:.1f} ms over {r['count']} resolutions"
         )
     print(f"changes seen after (s): {[round(x, 3) for x in s['change_seen_s']]}")
+    for name, r in (("stale-while-revalidate", s), ("baseline", b)):
+        lag = r["loop_lag"]
+        print(
+            f"{name}: loop lag p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms,"
+            f" max {lag['max_ms']:.1f} ms"
+        )
+    st = result["store"]
+    print(
+        f"store alone (boto3): HEAD {st['head_alone_s'] * 1e3:.1f} ms, listing"
+        f" {st['listing_s']:.2f} s, HEAD during the listing"
+        f" {st['head_during_listing_s'] * 1e3:.1f} ms (max"
+        f" {st['head_during_listing_max_s'] * 1e3:.1f} ms, {st['heads_during_listing']} HEADs)"
+    )
 
 
 if __name__ == "__main__":
