@@ -151,7 +151,12 @@ def ceilings(url: str, bucket: str, prefix: str) -> dict[str, float]:
     listings = [listing() for _ in range(2)]
     during: list[float] = []
     done = threading.Event()
-    lister = threading.Thread(target=lambda: (listings.append(listing()), done.set()))
+
+    def list_once() -> None:
+        listings.append(listing())
+        done.set()
+
+    lister = threading.Thread(target=list_once)
     lister.start()
     while not done.is_set():
         during.append(head())

@@ -176,7 +176,7 @@ class _Flight(Generic[V]):
 class _Entry(Generic[V]):
     value: V
     loaded_at: float  # the clock when the load that produced `value` ended
-    expires_at: float  # the first request from then on starts a refresh
+    expires_at: float  # a TTL after that load began: a request from then on refreshes
 
 
 class _Cache(Generic[K, V]):
@@ -241,6 +241,10 @@ class _Cache(Generic[K, V]):
         load: Callable[[V | None], Awaitable[V]],
         entry: _Entry[V] | None,
     ) -> V:
+        # A value is as old as the moment its load began: what changed on the store after
+        # that may be missing from it. Its TTL counts from then, so that a slow load (a
+        # listing of thousands of keys) does not add its length to how late a change shows.
+        started = self._clock()
         try:
             value = await load(None if entry is None else entry.value)
             flight.result.append(value)
@@ -248,11 +252,10 @@ class _Cache(Generic[K, V]):
             del self._flights[key]
             flight.done.set()
         if self._ttl_s > 0:
-            now = self._clock()
             self._entries.pop(key, None)
             if len(self._entries) >= _CACHE_ENTRIES:
                 del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(value, now, now + self._ttl_s)
+            self._entries[key] = _Entry(value, self._clock(), started + self._ttl_s)
         return value
 
     async def _refresh(
