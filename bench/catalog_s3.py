@@ -1,6 +1,6 @@
 """The catalog of a model with many runs on S3 (moto behind the shaping proxy).
 
-    python -m bench.catalog_s3 [--runs 2000] [--ttl 1] [--duration 30] [--rate 10] [--json]
+    python -m bench.catalog_s3 [--runs 2000] [--ttl 5] [--duration 90] [--rate 10] [--json]
 
 The store is moto, reached through tests.shaping.ShapingProxy at its defaults (a first-byte
 latency per request and a bandwidth cap per connection, like S3 in-region); every request
@@ -10,13 +10,16 @@ of the catalog is counted at the proxy. Each run has a run.json and a small trai
   keys), one read per run.json, the model.json and one HEAD of the log; the requests
   counted at the proxy against that budget. Each of the two phases below starts with one;
   the median of the two is reported.
-- steady: a started Catalog with `--ttl` answers a default-run resolution every
+- steady: a started Catalog with `--ttl` (streamer's default STREAMER_CATALOG_TTL_S unless
+  given) answers a default-run resolution every
   1/`--rate` s for `--duration` s (requests start on schedule, whatever the previous ones
   take), so the metadata expires many times. The rate is kept within what moto serves on
   a busy 2-core machine (about 30 requests/s, each resolution being one HEAD): above it,
-  the queue at moto is what the figures show. Meanwhile every `--change-every` s a run.json
-  is rewritten to make another run the default (straight to moto, not through the proxy);
-  the time until a resolution first returns it is "change seen after".
+  the queue at moto is what the figures show. Meanwhile every `--change-every` s (2.5 TTLs
+  unless given: a change is due within 2 TTLs, so it is never overtaken by the next one
+  before it is due) a run.json is rewritten to make another run the default (straight to
+  moto, not through the proxy); the time until a resolution first returns it is "change
+  seen after".
 - baseline: the same schedule against a catalog that re-reads every run.json on each
   expiry while the request waits (what the catalog did before stale-while-revalidate and
   versioned listings), for a third of `--duration`.
@@ -45,6 +48,7 @@ import fsspec
 import orjson
 
 from streamer.catalog import Catalog
+from streamer.config import Settings
 from streamer.storage import Store
 from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_options
 
@@ -293,6 +297,7 @@ def measure(
             "ttl_s": ttl_s,
             "rate_per_s": rate,
             "duration_s": duration_s,
+            "change_every_s": change_every_s,
             "cold": {
                 "seconds": statistics.median(c["seconds"] for c in colds),
                 "requests": statistics.median(c["requests"] for c in colds),
@@ -309,13 +314,15 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--ttl", type=float, default=1.0, help="STREAMER_CATALOG_TTL_S")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of resolutions")
+    ttl = Settings().catalog_ttl_s
+    parser.add_argument("--ttl", type=float, default=ttl, help="STREAMER_CATALOG_TTL_S")
+    parser.add_argument("--duration", type=float, default=90.0, help="seconds of resolutions")
     parser.add_argument("--rate", type=float, default=10.0, help="resolutions per second")
-    parser.add_argument("--change-every", type=float, default=5.0, help="seconds")
+    parser.add_argument("--change-every", type=float, help="seconds (default: 2.5 TTLs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    result = measure(args.runs, args.ttl, args.duration, args.rate, args.change_every)
+    change_every = args.change_every or 2.5 * args.ttl
+    result = measure(args.runs, args.ttl, args.duration, args.rate, change_every)
     if args.json:
         print(orjson.dumps(result).decode())
         return
