@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import math
 import statistics
 import sys
@@ -103,10 +104,26 @@ def latencies(values: list[float]) -> dict[str, float]:
 
 
 class LoopLag:
-    """How late a 5 ms sleep on the event loop wakes: the loop's blocked time."""
+    """How late a 5 ms sleep on the event loop wakes: the loop's blocked time. Beside it,
+    the garbage collector's pauses meanwhile (they stop every thread of the process)."""
 
     def __init__(self) -> None:
         self.lags: list[float] = []
+        self.gc_pauses: list[float] = []
+        self._gc_started = 0.0
+
+    def __enter__(self) -> LoopLag:
+        gc.callbacks.append(self._gc)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append(time.perf_counter() - self._gc_started)
 
     async def run(self) -> None:
         while True:
@@ -119,6 +136,8 @@ class LoopLag:
             "p50_ms": quantile(self.lags, 0.5) * 1e3,
             "p99_ms": quantile(self.lags, 0.99) * 1e3,
             "max_ms": max(self.lags) * 1e3,
+            "gc_pauses": len(self.gc_pauses),
+            "gc_max_ms": max(self.gc_pauses, default=0.0) * 1e3,
         }
 
 
@@ -235,6 +254,7 @@ async def steady(
         async with contextlib.AsyncExitStack() as running:
             if not baseline:
                 await running.enter_async_context(catalog)
+            running.enter_context(lag)
             ticker = await running.enter_async_context(anyio.create_task_group())
             ticker.start_soon(lag.run)
             async with anyio.create_task_group() as group:
@@ -338,7 +358,8 @@ def main() -> None:
         lag = r["loop_lag"]
         print(
             f"{name}: loop lag p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms,"
-            f" max {lag['max_ms']:.1f} ms"
+            f" max {lag['max_ms']:.1f} ms; garbage collector: {lag['gc_pauses']} pauses, the"
+            f" longest {lag['gc_max_ms']:.1f} ms"
         )
     st = result["store"]
     print(
