@@ -51,6 +51,7 @@ import orjson
 from streamer.catalog import Catalog
 from streamer.config import Settings
 from streamer.storage import Store
+from streamer.storage.listing import list_s3
 from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_options
 
 MODEL = "mdl-many"
@@ -193,6 +194,28 @@ def ceilings(url: str, bucket: str, prefix: str) -> dict[str, float]:
     }
 
 
+async def listing_lag(store: Store) -> dict[str, dict[str, float]]:
+    """The loop's lag while the runs are listed as the catalog lists them (off the loop),
+    and while the same listing runs on the loop through the store's own client (as it did
+    before), alternately, twice each; the worse of each pair of runs."""
+    bucket, _, base = store.root.partition("/")
+    prefix = f"{base}/models/{MODEL}/runs/"
+    found: dict[str, list[dict[str, float]]] = {"off the loop": [], "on the loop": []}
+    for _ in range(2):
+        for how in found:
+            lag = LoopLag()
+            with lag:
+                async with anyio.create_task_group() as ticker:
+                    ticker.start_soon(lag.run)
+                    if how == "off the loop":
+                        await store.list_versions(f"models/{MODEL}/runs/")
+                    else:
+                        await list_s3(store.fs, bucket, prefix)
+                    ticker.cancel_scope.cancel()
+            found[how].append(lag.summary())
+    return {how: max(runs, key=lambda r: r["max_ms"]) for how, runs in found.items()}
+
+
 async def steady(
     url: str,
     endpoint: str,
@@ -250,7 +273,12 @@ async def steady(
             heads.append(time.perf_counter() - started)
         started = time.perf_counter()
         await store.list_versions(f"models/{MODEL}/runs/")
-        alone = {"head_s": statistics.median(heads), "listing_s": time.perf_counter() - started}
+        alone: dict[str, Any] = {
+            "head_s": statistics.median(heads),
+            "listing_s": time.perf_counter() - started,
+        }
+        if not baseline:
+            alone["listing_loop_lag"] = await listing_lag(store)
         async with contextlib.AsyncExitStack() as running:
             if not baseline:
                 await running.enter_async_context(catalog)
@@ -360,6 +388,11 @@ def main() -> None:
             f"{name}: loop lag p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms,"
             f" max {lag['max_ms']:.1f} ms; garbage collector: {lag['gc_pauses']} pauses, the"
             f" longest {lag['gc_max_ms']:.1f} ms"
+        )
+    for how, lag in s["alone"]["listing_loop_lag"].items():
+        print(
+            f"loop lag while listing {how}: p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.1f} ms"
+            f" (garbage collector's longest pause {lag['gc_max_ms']:.1f} ms)"
         )
     st = result["store"]
     print(

@@ -411,6 +411,12 @@ def catalog_targets(catalog: dict[str, Any]) -> list[dict[str, Any]]:
         if store
         else ""
     )
+    listing = steady.get("alone", {}).get("listing_loop_lag")
+    if listing:
+        limits += (
+            f"; the loop's longest stall while listing: {listing['off the loop']['max_ms']:.0f} ms"
+            f" off the loop, {listing['on the loop']['max_ms']:.0f} ms on it"
+        )
     lag = steady.get("loop_lag", {})
     if lag:
         limits += f"; the event loop blocked at most {lag['max_ms']:.0f} ms" + (
@@ -720,6 +726,17 @@ def catalog_lines(catalog: dict[str, Any]) -> list[str]:
         f" {', '.join(f'{x:.2f}' for x in seen) or 'never'} s"
         f" ({catalog['steady']['changes_unseen']} never seen).",
     ]
+    listing = catalog["steady"].get("alone", {}).get("listing_loop_lag")
+    if listing:
+        off, on = listing["off the loop"], listing["on the loop"]
+        lines += [
+            "",
+            "The event loop's lag while the runs are listed alone (worse of two listings each):"
+            f" off the loop, as the catalog lists, p99 {off['p99_ms']:.1f} ms, max"
+            f" {off['max_ms']:.1f} ms; on the loop through the store's own client, as it listed"
+            f" before, p99 {on['p99_ms']:.1f} ms, max {on['max_ms']:.1f} ms (the garbage"
+            f" collector's longest pause {off['gc_max_ms']:.1f} and {on['gc_max_ms']:.1f} ms).",
+        ]
     store = catalog.get("store")
     if store:
         lines += [
