@@ -142,7 +142,7 @@ class LoopLag:
         }
 
 
-def ceilings(url: str, bucket: str, prefix: str) -> dict[str, float]:
+def ceilings(url: str, bucket: str, prefix: str) -> dict[str, Any]:
     """What the store behind the proxy takes, with boto3 (no streamer): a HEAD alone, the
     paginated listing of `prefix` alone, and HEADs while that listing runs."""
     import threading
@@ -214,6 +214,41 @@ async def listing_lag(store: Store) -> dict[str, dict[str, float]]:
                     ticker.cancel_scope.cancel()
             found[how].append(lag.summary())
     return {how: max(runs, key=lambda r: r["max_ms"]) for how, runs in found.items()}
+
+
+def page_parse(repeat: int = 5) -> dict[str, float]:
+    """botocore's CPU time to parse one ListObjectsV2 page of 1,000 keys, with its default
+    timestamp parser and with timestamps left as strings (as the catalog's listing does);
+    the medians of `repeat`, alternately."""
+    import botocore.parsers
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("s3")
+    output = shape.operation_model("ListObjectsV2").output_shape
+    contents = "".join(
+        f"<Contents><Key>catalog/models/{MODEL}/runs/run-{i:05d}/run.json</Key>"
+        "<LastModified>2026-11-28T21:00:00.000Z</LastModified>"
+        "<ETag>&quot;0123456789abcdef0123456789abcdef&quot;</ETag><Size>80</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+        for i in range(1000)
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult'
+        ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>1000'
+        "</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>"
+        f"<NextContinuationToken>t</NextContinuationToken>{contents}</ListBucketResult>"
+    ).encode()
+    times: dict[str, list[float]] = {"timestamps_parsed_s": [], "timestamps_unparsed_s": []}
+    for _ in range(repeat):
+        for name in times:
+            factory = botocore.parsers.ResponseParserFactory()
+            if name == "timestamps_unparsed_s":
+                factory.set_parser_defaults(timestamp_parser=str)
+            parser = factory.create_parser("rest-xml")
+            started = time.process_time()
+            parser.parse({"status_code": 200, "headers": {}, "body": body}, output)
+            times[name].append(time.process_time() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 async def steady(
@@ -323,6 +358,7 @@ def measure(
         url = f"s3://{ROOT}"
         bucket, _, root = ROOT.partition("/")
         store_alone = ceilings(proxy.url, bucket, f"{root}/models/{MODEL}/runs/")
+        store_alone["page_parse"] = page_parse()
         print(f"store alone: {store_alone}", file=sys.stderr)
         with fsspec_conf("s3", **s3_options(proxy.url)):
             common = {"ttl_s": ttl_s, "rate": rate, "change_every_s": change_every_s}
@@ -395,6 +431,11 @@ def main() -> None:
             f" (garbage collector's longest pause {lag['gc_max_ms']:.1f} ms)"
         )
     st = result["store"]
+    parse = st["page_parse"]
+    print(
+        f"botocore parsing a page of 1,000 keys: {parse['timestamps_parsed_s'] * 1e3:.0f} ms of"
+        f" CPU, {parse['timestamps_unparsed_s'] * 1e3:.0f} ms with timestamps unparsed"
+    )
     print(
         f"store alone (boto3): HEAD {st['head_alone_s'] * 1e3:.1f} ms, listing"
         f" {st['listing_s']:.2f} s, HEAD during the listing"
