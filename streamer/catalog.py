@@ -4,7 +4,8 @@
 and an optional run id into the `LogObject` to stream, or raises one of the 404 errors.
 
 Caching, per process:
-- Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`.
+- Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`
+  from when its load began.
   Once expired it is still served, while one refresh runs in the catalog's task group (so
   a request never waits for the refresh of a model already seen), for at most 10 TTLs (at
   least 60 s) after its last successful load. A failed refresh keeps the old metadata and
@@ -182,11 +183,12 @@ class _Entry(Generic[V]):
 class _Cache(Generic[K, V]):
     """A TTL cache that serves an expired value while one refresh runs in the background.
 
-    Concurrent loads of one key are one load. A value is fresh for `ttl_s`; after that, if
-    a task group is given, it is served as it is while a refresh runs there, for at most
-    `max_stale_s` after its load; past that, or without a task group, requests wait for a
-    load. A failed refresh keeps the value and tries again at the next expiry. `load` is
-    given the previous value (or None), so that it may re-read only what changed.
+    Concurrent loads of one key are one load. A value is fresh for `ttl_s` from when its
+    load began; after that, if a task group is given, it is served as it is while a refresh
+    runs there, for at most `max_stale_s` after its load ended; past that, or without a task
+    group, requests wait for a load. A failed refresh keeps the value and tries again at the
+    next expiry. `load` is given the previous value (or None), so that it may re-read only
+    what changed.
     """
 
     def __init__(
