@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import os
@@ -884,6 +885,35 @@ async def test_a_resolution_never_waits_for_a_listing_held_in_its_thread(
         assert threading.get_ident() not in threads and len(threads) == 2
     finally:
         release.set()
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_listing_is_cancelled_on_its_thread(
+    remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.from_url(remote_url)
+    name = "list_s3" if store.kind == "s3" else "list_gcs"
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def list_until_cancelled(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    monkeypatch.setattr(listing, name, list_until_cancelled)
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.list_versions, RUNS)
+                assert await anyio.to_thread.run_sync(started.wait, 20)
+                group.cancel_scope.cancel()
+            assert await anyio.to_thread.run_sync(cancelled.wait, 20)
+    finally:
         await store.aclose()
 
 
