@@ -547,22 +547,41 @@ def catalog_targets(catalog: dict[str, Any]) -> list[dict[str, Any]]:
     seen = steady.get("change_seen_s", [])
     unseen = steady.get("changes_unseen", 0)
     note = ""
-    alone = steady.get("alone", {})
+    store = catalog.get("store", {})
     limits = (
-        f"; the store alone: a HEAD {alone['head_s'] * 1e3:.0f} ms, the listing of a refresh"
-        f" {alone['listing_s']:.2f} s"
-        if alone
+        f"; the store alone (boto3 through the proxy): a HEAD {store['head_alone_s'] * 1e3:.0f} ms,"
+        f" {store['head_during_listing_s'] * 1e3:.0f} ms (max"
+        f" {store['head_during_listing_max_s'] * 1e3:.0f} ms) while the runs are listed, the"
+        f" listing {store['listing_s']:.2f} s"
+        if store
         else ""
     )
+    listing = steady.get("alone", {}).get("listing_loop_lag")
+    if listing:
+        limits += (
+            f"; the loop's longest stall while listing: {listing['off the loop']['max_ms']:.0f} ms"
+            f" off the loop, {listing['on the loop']['max_ms']:.0f} ms on it"
+        )
+    lag = steady.get("loop_lag", {})
+    if lag:
+        limits += f"; the event loop blocked at most {lag['max_ms']:.0f} ms" + (
+            f" (the garbage collector's longest pause {lag['gc_max_ms']:.0f} ms)"
+            if "gc_max_ms" in lag
+            else ""
+        )
     if steady and before:
         note = (
             f"{steady['count']} resolutions, TTL {ttl:g} s, p50 {steady['p50_s'] * 1e3:.1f} ms;"
             f" re-reading every run.json on expiry (before): p99 {before['p99_s'] * 1e3:.0f} ms,"
             f" {before['p99_s'] / steady['p99_s']:.0f}x" + limits
         )
+    note_cold = ""
+    if cold:
+        note_cold = f"cold resolution {cold['seconds']:.2f} s (median of {cold['repeat']})"
     return [
         _target(
-            f"catalog, {runs} runs on shaped S3: default run p99 across TTL expiries (ms)",
+            f"catalog, {runs} runs on shaped S3, TTL {ttl:g} s: default run p99 across TTL"
+            " expiries (ms)",
             steady.get("p99_s", nan) * 1e3,
             100.0,
             False,
@@ -586,7 +605,7 @@ def catalog_targets(catalog: dict[str, Any]) -> list[dict[str, Any]]:
             cold.get("requests", nan),
             cold.get("budget", nan),
             False,
-            f"cold resolution {cold['seconds']:.2f} s (median of {cold['repeat']})" if cold else "",
+            note_cold,
         ),
     ]
 
@@ -840,6 +859,7 @@ def _responsiveness_lines(run: dict[str, Any]) -> list[str]:
 def catalog_lines(catalog: dict[str, Any]) -> list[str]:
     if not catalog:
         return []
+    nan = float("nan")
     proxy, cold = catalog["proxy"], catalog["cold"]
     lines = [
         "",
@@ -851,18 +871,58 @@ def catalog_lines(catalog: dict[str, Any]) -> list[str]:
         f" {cold['requests']:.0f} requests at the proxy (budget {cold['budget']}). Default-run"
         f" resolutions at {catalog['rate_per_s']:g}/s with TTL {catalog['ttl_s']:g} s:",
         "",
-        "| catalog | resolutions | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|",
+        "| catalog | resolutions | p50 ms | p99 ms | max ms | loop lag p99 ms | loop lag max ms"
+        " | longest GC pause ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, key in (
-        ("stale-while-revalidate, versioned listing", "steady"),
+        ("stale-while-revalidate, versioned listing off the loop", "steady"),
         ("re-read every run.json on expiry (before)", "baseline"),
     ):
         r = catalog[key]
+        lag = r.get("loop_lag", {})
         lines.append(
             f"| {name} | {r['count']} | {r['p50_s'] * 1e3:.1f} | {r['p99_s'] * 1e3:.1f} |"
-            f" {r['max_s'] * 1e3:.1f} |"
+            f" {r['max_s'] * 1e3:.1f} | {lag.get('p99_ms', nan):.1f} |"
+            f" {lag.get('max_ms', nan):.1f} | {lag.get('gc_max_ms', nan):.1f} |"
         )
+    seen = catalog["steady"]["change_seen_s"]
+    lines += [
+        "",
+        f"A run.json changed every {catalog.get('change_every_s', nan):g} s: seen after"
+        f" {', '.join(f'{x:.2f}' for x in seen) or 'never'} s"
+        f" ({catalog['steady']['changes_unseen']} never seen).",
+    ]
+    listing = catalog["steady"].get("alone", {}).get("listing_loop_lag")
+    if listing:
+        off, on = listing["off the loop"], listing["on the loop"]
+        lines += [
+            "",
+            "The event loop's lag while the runs are listed alone (worse of two listings each):"
+            f" off the loop, as the catalog lists, p99 {off['p99_ms']:.1f} ms, max"
+            f" {off['max_ms']:.1f} ms; on the loop through the store's own client, as it listed"
+            f" before, p99 {on['p99_ms']:.1f} ms, max {on['max_ms']:.1f} ms (the garbage"
+            f" collector's longest pause {off['gc_max_ms']:.1f} and {on['gc_max_ms']:.1f} ms).",
+        ]
+    store = catalog.get("store")
+    if store:
+        lines += [
+            "",
+            "The store alone (boto3 straight through the proxy, no streamer): a HEAD"
+            f" {store['head_alone_s'] * 1e3:.1f} ms; while the runs are listed"
+            f" {store['head_during_listing_s'] * 1e3:.1f} ms (max"
+            f" {store['head_during_listing_max_s'] * 1e3:.1f} ms); the listing of"
+            f" {catalog['keys_below_runs']} keys {store['listing_s']:.2f} s. Each resolution"
+            " makes one HEAD (the log's), so these bound its latency from below.",
+        ]
+        parse = store.get("page_parse")
+        if parse:
+            lines[-1] += (
+                " botocore parses a page of 1,000 keys in"
+                f" {parse['timestamps_parsed_s'] * 1e3:.0f} ms of CPU,"
+                f" {parse['timestamps_unparsed_s'] * 1e3:.0f} ms with timestamps left unparsed"
+                " (as the catalog's listing does, off the loop)."
+            )
     return lines
 
 

@@ -4,7 +4,8 @@
 and an optional run id into the `LogObject` to stream, or raises one of the 404 errors.
 
 Caching, per process:
-- Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`.
+- Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`
+  from when its load began.
   Once expired it is still served, while one refresh runs in the catalog's task group (so
   a request never waits for the refresh of a model already seen), for at most 10 TTLs (at
   least 60 s) after its last successful load. A failed refresh keeps the old metadata and
@@ -176,17 +177,18 @@ class _Flight(Generic[V]):
 class _Entry(Generic[V]):
     value: V
     loaded_at: float  # the clock when the load that produced `value` ended
-    expires_at: float  # the first request from then on starts a refresh
+    expires_at: float  # a TTL after that load began: a request from then on refreshes
 
 
 class _Cache(Generic[K, V]):
     """A TTL cache that serves an expired value while one refresh runs in the background.
 
-    Concurrent loads of one key are one load. A value is fresh for `ttl_s`; after that, if
-    a task group is given, it is served as it is while a refresh runs there, for at most
-    `max_stale_s` after its load; past that, or without a task group, requests wait for a
-    load. A failed refresh keeps the value and tries again at the next expiry. `load` is
-    given the previous value (or None), so that it may re-read only what changed.
+    Concurrent loads of one key are one load. A value is fresh for `ttl_s` from when its
+    load began; after that, if a task group is given, it is served as it is while a refresh
+    runs there, for at most `max_stale_s` after its load ended; past that, or without a task
+    group, requests wait for a load. A failed refresh keeps the value and tries again at the
+    next expiry. `load` is given the previous value (or None), so that it may re-read only
+    what changed.
     """
 
     def __init__(
@@ -241,6 +243,10 @@ class _Cache(Generic[K, V]):
         load: Callable[[V | None], Awaitable[V]],
         entry: _Entry[V] | None,
     ) -> V:
+        # A value is as old as the moment its load began: what changed on the store after
+        # that may be missing from it. Its TTL counts from then, so that a slow load (a
+        # listing of thousands of keys) does not add its length to how late a change shows.
+        started = self._clock()
         try:
             value = await load(None if entry is None else entry.value)
             flight.result.append(value)
@@ -248,11 +254,10 @@ class _Cache(Generic[K, V]):
             del self._flights[key]
             flight.done.set()
         if self._ttl_s > 0:
-            now = self._clock()
             self._entries.pop(key, None)
             if len(self._entries) >= _CACHE_ENTRIES:
                 del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(value, now, now + self._ttl_s)
+            self._entries[key] = _Entry(value, self._clock(), started + self._ttl_s)
         return value
 
     async def _refresh(

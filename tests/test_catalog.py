@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from streamer.errors import (
     NoCompletedRun,
     RunNotFound,
 )
-from streamer.storage import ObjectInfo, Store
+from streamer.storage import ObjectInfo, Store, listing
 from tests.emulators import BUCKET
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -769,6 +771,38 @@ async def test_expired_metadata_is_served_while_one_refresh_runs(store: SpyStore
 
 
 @pytest.mark.anyio
+async def test_the_ttl_counts_from_when_the_load_began(store: SpyStore) -> None:
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    clock = Clock()
+    with anyio.fail_after(10):
+        async with Catalog(store, ttl_s=5, clock=clock) as catalog:
+            assert await default_of(catalog) == "run-a"
+            store.listing_gate = gate = anyio.Event()
+            clock.now += 5
+            assert await default_of(catalog) == "run-a"  # starts a refresh, held
+            await anyio.wait_all_tasks_blocked()
+            clock.now += 3  # the listing takes 3 s of the 5 s TTL
+            store.listing_gate = None
+            gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert store.listings() == [RUNS, RUNS]
+            seed_run(store, "run-b", completed_at="2026-03-02T00:00:00Z")
+            store.settle()
+            clock.now += 1.9
+            assert await default_of(catalog) == "run-a"  # fresh: no refresh
+            await anyio.wait_all_tasks_blocked()
+            assert store.listings() == [RUNS, RUNS]
+            # 5 s after the refresh began (2 s after it ended) its result has expired: the
+            # next request starts another refresh, which sees run-b.
+            clock.now += 0.1
+            assert await default_of(catalog) == "run-a"
+            await anyio.wait_all_tasks_blocked()
+            assert store.listings() == [RUNS, RUNS, RUNS]
+            assert await default_of(catalog) == "run-b"
+
+
+@pytest.mark.anyio
 async def test_without_start_an_expired_model_is_refreshed_in_the_request(
     store: SpyStore,
 ) -> None:
@@ -802,6 +836,83 @@ async def test_a_refresh_on_the_emulators_reads_only_what_their_listing_shows_ch
     assert isinstance(store, SpyStore)
     try:
         await check_only_changes_are_read(store)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_resolution_never_waits_for_a_listing_held_in_its_thread(
+    remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refresh's listing blocks the thread it runs on (as parsing 1,000 keys a page
+    # does); a resolution still completes meanwhile. On the event loop, the hold would
+    # stop the resolution until it timed out.
+    store = SpyStore.from_url(remote_url)
+    assert isinstance(store, SpyStore)
+    name = "list_s3" if store.kind == "s3" else "list_gcs"
+    real = getattr(listing, name)
+    hold, held, release = threading.Event(), threading.Event(), threading.Event()
+    released: list[bool] = []
+    threads: list[int] = []
+
+    async def list_held(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+        threads.append(threading.get_ident())
+        if hold.is_set():
+            held.set()
+            released.append(release.wait(20))
+        result: dict[str, str | None] = await real(fs, bucket, prefix)
+        return result
+
+    monkeypatch.setattr(listing, name, list_held)
+    seed_model(store)
+    seed_run(store, "run-a", completed_at="2026-03-01T00:00:00Z")
+    clock = Clock()
+    try:
+        with anyio.fail_after(60):
+            async with Catalog(store, ttl_s=5, clock=clock) as catalog:
+                assert await default_of(catalog) == "run-a"  # cold: one listing, not held
+                hold.set()
+                clock.now += 5
+                assert await default_of(catalog) == "run-a"  # starts the refresh
+                assert await anyio.to_thread.run_sync(held.wait, 20)
+                # (Through the store's own client: the test's blocking writer would wait for
+                # fsspec's I/O thread, which the listing holds.)
+                await store.fs._rm(store.path(f"{RUNS}run-a/training.log"))
+                with pytest.raises(LogsPurged):  # its HEAD answered while the listing is held
+                    await default_of(catalog)
+                release.set()
+        assert released == [True]
+        assert threading.get_ident() not in threads and len(threads) == 2
+    finally:
+        release.set()
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_listing_is_cancelled_on_its_thread(
+    remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.from_url(remote_url)
+    name = "list_s3" if store.kind == "s3" else "list_gcs"
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def list_until_cancelled(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    monkeypatch.setattr(listing, name, list_until_cancelled)
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(store.list_versions, RUNS)
+                assert await anyio.to_thread.run_sync(started.wait, 20)
+                group.cancel_scope.cancel()
+            assert await anyio.to_thread.run_sync(cancelled.wait, 20)
     finally:
         await store.aclose()
 

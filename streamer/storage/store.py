@@ -22,7 +22,7 @@ from fsspec.asyn import AsyncFileSystem
 
 from .flights import Flights
 from .gcs import info_gcs, open_gcs, ping_gcs
-from .listing import list_gcs, list_local, list_memory, list_s3
+from .listing import RemoteLister, close_session, list_local, list_memory
 from .local import open_local, open_memory
 from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead, part_unit
 from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
@@ -73,6 +73,7 @@ class Store:
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         self.kind = next((kind for kind in ("s3", "gs", "memory") if kind in protocols), "other")
         self._protocols = protocols
+        self._lister = RemoteLister(fs, self.kind) if self.kind in ("s3", "gs") else None
         # Upstream faults during object reads, for metrics: every failed read or open of a
         # remote object counts as an error; every reopen after one counts as a retry.
         self.retries = 0
@@ -121,12 +122,12 @@ class Store:
 
     async def list_versions(self, prefix: str) -> dict[str, str | None]:
         """Every object below `prefix` (a key ending in "/"), keyed relative to the root, with
-        a version that changes with its content (None: unknown). One paginated listing."""
-        if self.kind in ("s3", "gs"):
+        a version that changes with its content (None: unknown). One paginated listing; on
+        S3 and GCS it runs off the event loop (`RemoteLister`)."""
+        if self._lister is not None:
             bucket, _, base = self.root.partition("/")
             base = base + "/" if base else ""
-            lister = list_s3 if self.kind == "s3" else list_gcs
-            listed = await lister(self.fs, bucket, base + prefix)
+            listed = await self._lister.list(bucket, base + prefix)
             return {key.removeprefix(base): version for key, version in listed.items()}
         if self.kind == "memory":
             return list_memory(self.fs, self.root, prefix)
@@ -292,11 +293,10 @@ class Store:
             await self.fs._ls(self.root or "/", detail=False)
 
     async def aclose(self) -> None:
+        if self._lister is not None:
+            await self._lister.aclose()
         if self.is_async:
-            session = getattr(self.fs, "_s3", None) or getattr(self.fs, "_session", None)
-            close = getattr(session, "close", None)
-            if close is not None:
-                await close()
+            await close_session(self.fs)
 
 
 def _remote_fs(url: str, protocol: str, connections: int | None) -> Any:
