@@ -5,8 +5,8 @@
 Each of `--clients` tasks, all started at once on one event loop (uvloop when installed),
 asks what a new streamer download asks of the store: the object's metadata (S3: one
 HeadObject through aiobotocore; GCS: one object GET through aiohttp), then a ranged GET
-of the first 8 MiB part, and takes the time to its first body byte; with `--fill`, it
-then reads that many bytes of the part at once, as a new download does to fill its
+of the first part (streamer's part size), and takes the time to its first body byte;
+with `--fill`, it then reads that many bytes of the part at once, as a new download does to fill its
 client's socket buffers. Every body is held open until all are done, as running downloads
 hold theirs. Prints one JSON
 object: the first-byte times (`ttfb_s`: p50, p99, max, n), errors, and this process's CPU
@@ -26,9 +26,11 @@ from urllib.parse import quote
 
 import orjson
 
+from streamer.storage.parallel import PART_SIZE
+
 from .stats import summary
 
-PART = 8 * 1024 * 1024
+PART = PART_SIZE  # the first part of a download
 Closer = Callable[[], Awaitable[None]]
 Opener = Callable[[Callable[[], None]], Awaitable[Closer]]
 

@@ -71,7 +71,7 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 RANGE = 16 * 1024
-PART = 8 * MIB  # the first part of a download, and what its client's socket buffers take
+FILL = 8 * MIB  # what a new download puts into its client's socket buffers at the start
 ONE_GET = "one streamed GET (boto3)"
 TRANSFER = "boto3 download_fileobj"
 SWEEP = "s3 read-ahead"
@@ -285,7 +285,7 @@ def _load(
     with _streamer(kind, proxy.url, log) as server:
         result = _herd(server, size, token, opts, proxy)
     result["herd_direct"] = _herd_direct(kind, proxy, size, opts.clients)
-    result["herd_direct_fill"] = _herd_direct(kind, proxy, size, opts.clients, fill=PART)
+    result["herd_direct_fill"] = _herd_direct(kind, proxy, size, opts.clients, fill=FILL)
     return result
 
 
