@@ -852,6 +852,7 @@ async def test_a_resolution_never_waits_for_a_listing_held_in_its_thread(
     name = "list_s3" if store.kind == "s3" else "list_gcs"
     real = getattr(listing, name)
     hold, held, release = threading.Event(), threading.Event(), threading.Event()
+    done = threading.Event()
     released: list[bool] = []
     threads: list[int] = []
 
@@ -860,6 +861,7 @@ async def test_a_resolution_never_waits_for_a_listing_held_in_its_thread(
         if hold.is_set():
             held.set()
             released.append(release.wait(20))
+            done.set()
         result: dict[str, str | None] = await real(fs, bucket, prefix)
         return result
 
@@ -881,6 +883,7 @@ async def test_a_resolution_never_waits_for_a_listing_held_in_its_thread(
                 with pytest.raises(LogsPurged):  # its HEAD answered while the listing is held
                     await default_of(catalog)
                 release.set()
+                assert await anyio.to_thread.run_sync(done.wait, 20)
         assert released == [True]
         assert threading.get_ident() not in threads and len(threads) == 2
     finally:
