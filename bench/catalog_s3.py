@@ -48,6 +48,7 @@ import anyio
 import fsspec
 import orjson
 
+from streamer.allocator import freeze_startup_objects
 from streamer.catalog import Catalog
 from streamer.config import Settings
 from streamer.storage import Store
@@ -261,6 +262,7 @@ async def steady(
     rate: float,
     change_every_s: float,
     baseline: bool,
+    freeze: bool = True,
 ) -> dict[str, Any]:
     """Default-run resolutions on a schedule; rewrites of run.json on another (not for the
     baseline); returns the latencies and how long each change took to be seen."""
@@ -314,6 +316,8 @@ async def steady(
         }
         if not baseline:
             alone["listing_loop_lag"] = await listing_lag(store)
+        if freeze:  # as `streamer serve` does once started (streamer.allocator)
+            alone["frozen_objects"] = freeze_startup_objects()
         async with contextlib.AsyncExitStack() as running:
             if not baseline:
                 await running.enter_async_context(catalog)
@@ -346,7 +350,12 @@ async def steady(
 
 
 def measure(
-    runs: int, ttl_s: float, duration_s: float, rate: float, change_every_s: float
+    runs: int,
+    ttl_s: float,
+    duration_s: float,
+    rate: float,
+    change_every_s: float,
+    freeze: bool = True,
 ) -> dict[str, Any]:
     from tests.shaping import ShapingProxy
 
@@ -361,9 +370,21 @@ def measure(
         store_alone["page_parse"] = page_parse()
         print(f"store alone: {store_alone}", file=sys.stderr)
         with fsspec_conf("s3", **s3_options(proxy.url)):
-            common = {"ttl_s": ttl_s, "rate": rate, "change_every_s": change_every_s}
+            common: dict[str, Any] = {
+                "ttl_s": ttl_s,
+                "rate": rate,
+                "change_every_s": change_every_s,
+            }
             ours = asyncio.run(
-                steady(url, endpoint, proxy, duration_s=duration_s, baseline=False, **common)
+                steady(
+                    url,
+                    endpoint,
+                    proxy,
+                    duration_s=duration_s,
+                    baseline=False,
+                    freeze=freeze,
+                    **common,
+                )
             )
             print(f"steady: p99 {ours['p99_s'] * 1e3:.1f} ms", file=sys.stderr)
             before = asyncio.run(
@@ -404,9 +425,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="resolutions per second")
     parser.add_argument("--change-every", type=float, help="seconds (default: 2.5 TTLs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="leave start-up objects to the collector"
+    )
     args = parser.parse_args()
     change_every = args.change_every or 2.5 * args.ttl
-    result = measure(args.runs, args.ttl, args.duration, args.rate, change_every)
+    result = measure(
+        args.runs, args.ttl, args.duration, args.rate, change_every, freeze=not args.no_freeze
+    )
     if args.json:
         print(orjson.dumps(result).decode())
         return

@@ -10,7 +10,7 @@ import os
 from starlette.datastructures import Headers
 
 from . import errors, routes
-from .allocator import tune_allocator
+from .allocator import freeze_startup_objects, tune_allocator
 from .asgi import Receive, Send
 from .asgi import Scope as Scope
 from .auth import Authenticator, TokenCache
@@ -74,6 +74,7 @@ class Streamer:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._catalog is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -266,3 +267,26 @@ async def test_the_lifespan_runs_the_catalog_refreshes_in_the_background(
             await to_app.send({"type": "lifespan.shutdown"})
             await answered.wait()  # the held refresh was cancelled, not awaited
     assert from_app == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+@pytest.mark.anyio
+async def test_a_started_server_freezes_what_start_up_loaded(tmp_path: Path) -> None:
+    """Full collections must not traverse start-up's objects again (they stop the loop)."""
+    gc.unfreeze()
+    settings = Settings(storage_url=str(tmp_path), jwt_secret=SECRET)
+    app = Streamer(settings)
+    to_app, inbox = anyio.create_memory_object_stream[Message](2)
+    from_app: list[str] = []
+
+    async def send(message: Message) -> None:
+        from_app.append(message["type"])
+
+    with anyio.fail_after(10), to_app, inbox:
+        async with anyio.create_task_group() as group:
+            group.start_soon(app, {"type": "lifespan"}, inbox.receive, send)
+            await to_app.send({"type": "lifespan.startup"})
+            await to_app.send({"type": "lifespan.shutdown"})
+    assert from_app == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    # What the process had loaded: at least the app and the modules it imports.
+    assert gc.get_freeze_count() > 1000
+    assert not gc.is_tracked(app) or app not in gc.get_objects()
