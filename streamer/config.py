@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -71,6 +72,29 @@ def _keys(text: str) -> tuple[str, ...]:
     return keys
 
 
+_SUFFIXES = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_SUFFIXES |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+
+
+def _bytes(text: str) -> int:
+    """A byte count, plain or with a Kubernetes suffix (`512Mi`, `1Gi`, `500M`)."""
+    match = re.fullmatch(r"([0-9]+)([kKmMgGtT]i?)?", text.strip())
+    if match is None:
+        raise ValueError("must be a byte count, optionally with a suffix such as Mi or Gi")
+    value = int(match[1]) * _SUFFIXES[(match[2] or "").lower()]
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip() for origin in text.split(",") if origin.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError("must be comma-separated origins such as https://panel.example")
+    return origins
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
 
@@ -117,6 +141,23 @@ class Settings:
     drain_delay_s: float = _setting(0.0, _non_negative_float, "serve on after SIGTERM, seconds")
     grace_s: float = _setting(30.0, _non_negative_float, "time running downloads get to finish")
     gzip: bool = _setting(False, _bool, "gzip responses on the fly for clients that accept it")
+    # The process's one memory budget (docs/operations.md); None: the cgroup limit, if any.
+    memory_limit: int | None = _setting(
+        None, _bytes, "memory budget in bytes or with Mi/Gi (default: the cgroup's limit)"
+    )
+    scan_slots: int = _setting(
+        4, _positive_int, "Get Logs pages that scan or inflate at once; beyond, 503"
+    )
+    scan_disk_bytes: int | None = _setting(
+        None, _bytes, "disk for inflated gzip logs (default: a tenth of the temp folder's free)"
+    )
+    follow_max_s: float = _setting(
+        3600.0, _non_negative_float, "longest a follow stays open, seconds"
+    )
+    follow_poll_s: float = _setting(1.0, _non_negative_float, "follow poll interval, seconds")
+    cors_origins: tuple[str, ...] = _setting(
+        (), _origins, "origins allowed to call the API from a browser, comma-separated"
+    )
     cursor_keys: tuple[str, ...] | None = _setting(
         None,
         _keys,

@@ -16,13 +16,16 @@
     │   ├── RunNotFound                404 run_not_found
     │   ├── NoCompletedRun             404 no_completed_run
     │   ├── LogsExpired                404 logs_expired
-    │   └── LogsPurged                 404 logs_purged
+    │   ├── LogsPurged                 404 logs_purged
+    │   └── LogsNotReady               404 logs_not_ready
     ├── MethodNotAllowed               405 method_not_allowed
     ├── RequestTimeout                 408 request_timeout (protocol.py)
     ├── RangeNotSatisfiable            416 range_not_satisfiable
     ├── HeadersTooLarge                431 headers_too_large (protocol.py)
     ├── UpstreamError                  502 upstream_error
-    └── Overloaded                     503 overloaded
+    ├── Overloaded                     503 overloaded
+    ├── StoreUnavailable               503 store_unavailable
+    └── VersionNotSupported            505 http_version_not_supported (protocol layer)
 
 Every error carries its status, its problem `code` and the headers it needs; `problem()`
 turns one into an RFC 9457 body. The detail is ours, never an exception's text, so no
@@ -137,6 +140,11 @@ class LogsPurged(NotFound):
     default_detail = "The logs of this run have been purged."
 
 
+class LogsNotReady(NotFound):
+    code = "logs_not_ready"
+    default_detail = "The run has not written its log yet; retry later, or follow it."
+
+
 class MethodNotAllowed(StreamerError):
     status, code, title = 405, "method_not_allowed", "Method Not Allowed"
     default_detail = "Only GET and HEAD are allowed on this path."
@@ -179,6 +187,22 @@ class Overloaded(StreamerError):
 
     def __init__(self, retry_after: int = 1):
         super().__init__(None, {"Retry-After": str(retry_after)})
+
+
+class StoreUnavailable(StreamerError):
+    """The store cannot be reached, its root (bucket, container) is missing, or it refused
+    our credentials: never a purge, so a caller asks again."""
+
+    status, code, title = 503, "store_unavailable", "Service Unavailable"
+    default_detail = "The object store is unavailable; retry shortly."
+
+    def __init__(self, retry_after: int = 5):
+        super().__init__(None, {"Retry-After": str(retry_after)})
+
+
+class VersionNotSupported(StreamerError):
+    status, code, title = 505, "http_version_not_supported", "HTTP Version Not Supported"
+    default_detail = "Only HTTP/1.0 and HTTP/1.1 are served."
 
 
 def problem(error: StreamerError, request_id: str) -> bytes:
