@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
+RUN_STAMP := $(VENV)/.installed-run
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: venv run test lint bench image clean tools sanitize fuzz
@@ -17,7 +18,15 @@ $(STAMP): pyproject.toml streamer/_speedups.c
 
 venv: $(STAMP)
 
-run: $(STAMP)
+# The demo needs the runtime only (no test toolchain): its own stamp, so that `make run`
+# on a fresh clone installs in seconds, and `make test` later adds the test extra.
+$(RUN_STAMP): pyproject.toml streamer/_speedups.c
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/streamer demo --dir var/demo
 
 lint: $(STAMP)

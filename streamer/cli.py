@@ -1,16 +1,27 @@
-"""The `streamer` command: serve, token, demo."""
+"""The `streamer` command: serve, token, demo.
+
+`serve` checks its settings, keys and store, then the address, before uvicorn starts, and
+refuses to start (one line on stderr, exit 2) when any of them is wrong. Everything it
+logs on stderr is one JSON object a line: uvicorn's messages as well as the access log.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import logging
 import math
 import os
 import secrets
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
@@ -41,9 +52,9 @@ def _check_listen(host: str, port: int) -> None:
 
 
 async def _preflight(settings: Settings) -> None:
-    """Everything `serve` refuses to start without: an address to listen on, keys loaded,
-    the store reachable."""
-    _check_listen(settings.host, settings.port)
+    """Everything `serve` refuses to start without: keys loaded, the store reachable, an
+    address to listen on. The address comes last, so that a wrong key or store is reported
+    as such even while another process holds the port."""
     auth = Authenticator(settings)
     await auth.start()
     store = Store.from_url(settings.storage_url)
@@ -51,6 +62,47 @@ async def _preflight(settings: Settings) -> None:
         await store.ping()
     finally:
         await store.aclose()
+    _check_listen(settings.host, settings.port)
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one JSON object on one line, with the access log's `time` and
+    `worker`; `level` leads, which tells these lines from the access log's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "worker": record.process,
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's `log_config`: its loggers and streamer's write JSON lines to stderr; the
+    access log (already JSON, written by streamer.observe) goes out as it is."""
+    json_out = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": f"{__name__}.JsonLines"},
+            "as_is": {"format": "%(message)s"},
+        },
+        "handlers": {"json": json_out, "as_is": {**json_out, "formatter": "as_is"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+            "streamer": {"handlers": ["json"], "level": "WARNING", "propagate": False},
+            "streamer.access": {"handlers": ["as_is"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
@@ -82,6 +134,7 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
             port=settings.port,
             workers=settings.workers,
             access_log=False,
+            log_config=log_config(),
             server_header=False,
             http=GuardedHttpToolsProtocol,
             # uvicorn takes whole seconds; 0 aborts running downloads at once.
@@ -142,32 +195,25 @@ def _demo(args: argparse.Namespace, flags: dict[str, str | None]) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     token = issue_token(secret, "alice", demo.ORG, ["model:read"], ttl_s=86400)
-    base = f"http://{settings.host}:{settings.port}/api/v1/models"
-    auth = f'-H "Authorization: Bearer {token}"'
-    print(
-        f"""
-streamer demo: serving {root}
-token (org {demo.ORG}, model:read, 24 h):
-  export TOKEN={token}
-
-  # the latest completed run, raw (about 50 MB), saved as training-log-{demo.LATEST_RUN}.txt
-  curl -sSOJ {auth} {base}/{demo.MODEL}/training-metrics/logs/download
-  # the same run as JSON
-  curl -sSOJ {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?format=json"
-  # a gzip-stored run, by id, through the legacy alias
-  curl -sS {auth} "{base}/{demo.MODEL}/training/metrics/logs/download?run_id=run-20260310-gz0001"
-  # errors: expired (404 logs_expired), purged (404 logs_purged), other tenant (404)
-  curl -sS {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?run_id=run-20260301-old001"
-  curl -sS {auth} "{base}/{demo.MODEL}/training-metrics/logs/download?run_id=run-20260305-purged"
-  curl -sS {auth} {base}/mdl-fraud/training-metrics/logs/download
-""",
-        flush=True,
-    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(demo.instructions(root, token, f"http://{host}:{settings.port}"), flush=True)
     return _serve(settings, flags)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("streamer")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        from . import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="streamer", description="The streamer command: serve, token, demo."
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the download API")
     add_arguments(serve)

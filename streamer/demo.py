@@ -50,6 +50,35 @@ def training_log(size: int, seed: int = 7, start: datetime | None = None) -> byt
     return ("\n".join(lines) + "\n").encode()
 
 
+def instructions(root: Path, token: str, base: str) -> str:
+    """What `streamer demo` prints: a token to export once, then commands that use it."""
+    api = "$BASE/api/v1/models"
+    get = 'curl -sS -H "Authorization: Bearer $TOKEN"'
+    download = f"{api}/{MODEL}/training-metrics/logs/download"
+    return f"""
+streamer demo: serving {root} on {base}
+Paste these two lines into a shell (a token for alice, org {ORG}, model:read, 24 h):
+
+  export TOKEN={token}
+  export BASE={base}
+
+Then any of:
+
+  # the latest completed run, raw (about 50 MB), saved as training-log-{LATEST_RUN}.txt
+  {get} -OJ "{download}"
+  # the same run as JSON
+  {get} -OJ "{download}?format=json"
+  # Get Logs: the last 20 lines of that run, as a JSON page
+  {get} "{api}/{MODEL}/training-metrics/logs?limit=20"
+  # a gzip-stored run, by id, through the legacy alias
+  {get} "{api}/{MODEL}/training/metrics/logs/download?run_id=run-20260310-gz0001"
+  # errors: expired (404 logs_expired), purged (404 logs_purged), other tenant (404)
+  {get} "{download}?run_id=run-20260301-old001"
+  {get} "{download}?run_id=run-20260305-purged"
+  {get} "{api}/mdl-fraud/training-metrics/logs/download"
+"""
+
+
 def _write_json(path: Path, document: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))

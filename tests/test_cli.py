@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from streamer import demo
 from streamer.auth import Authenticator
 from streamer.cli import demo_secret
 from streamer.config import Settings
@@ -26,10 +28,12 @@ PATH = "/api/v1/models/{}/training-metrics/logs/download"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command, with `STREAMER_PORT` a free port (a test's own `--port` wins): no test
+    depends on what else listens on the default port."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args],
-        env={**clean, **(env or {})},
+        env={**clean, "STREAMER_PORT": str(free_port()), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -109,6 +113,78 @@ def test_serve_refuses_a_port_already_in_use(local_store: str) -> None:
     assert result.stderr.strip().splitlines() == [
         f"streamer: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_serve_reports_a_bad_key_before_a_busy_port(local_store: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_cli("serve", "--port", port, env={"STREAMER_STORAGE_URL": local_store})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "key" in lines[0].lower(), result.stderr
+
+
+def test_version_is_the_installed_distribution() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"streamer {importlib.metadata.version('streamer')}"
+
+
+def test_every_line_serve_writes_to_stderr_is_json(local_store: str, token: str) -> None:
+    server = ServerProcess([], {"STREAMER_STORAGE_URL": local_store, "STREAMER_JWT_SECRET": SECRET})
+    try:
+        response = httpx.get(
+            server.url + PATH.format("mdl-alpha"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+    finally:
+        assert server.stop() in (0, -15)
+    records = [orjson.loads(line) for line in server.lines]
+    access = [record for record in records if "route" in record]
+    uvicorn = [record for record in records if record.get("logger", "").startswith("uvicorn")]
+    assert [record["status"] for record in access] == [200]
+    assert any("Uvicorn running on" in record["message"] for record in uvicorn)
+    assert any("Shutting down" in record["message"] for record in uvicorn)
+    assert {record["worker"] for record in records} == {server.pid}
+
+
+def test_the_demo_commands_run_as_printed(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    demo.seed(root, big_log_bytes=256 * 1024)
+    server = ServerProcess([], {"STREAMER_STORAGE_URL": str(root), "STREAMER_JWT_SECRET": SECRET})
+    try:
+        token = run_cli("token", "--sub", "alice", "--org", demo.ORG, "--secret", SECRET)
+        printed = demo.instructions(root, token.stdout.strip(), server.url)
+        assert printed.count(token.stdout.strip()) == 1  # in the export line alone
+        exports = [line.strip() for line in printed.splitlines() if "export " in line]
+        commands = [line.strip() for line in printed.splitlines() if "curl " in line]
+        assert all("$TOKEN" in command for command in commands)
+        outputs = [
+            subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", "\n".join([*exports, command])],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+            for command in commands
+        ]
+    finally:
+        assert server.stop() in (0, -15)
+    saved = tmp_path / f"training-log-{demo.LATEST_RUN}.txt"
+    assert (
+        saved.read_bytes()
+        == (root / "models" / demo.MODEL / "runs" / demo.LATEST_RUN / "training.log").read_bytes()
+    )
+    page = orjson.loads(outputs[2])
+    assert page["run_id"] == demo.LATEST_RUN and len(page["data"]) == 20
+    assert orjson.loads(outputs[4])["code"] == "logs_expired"
+    assert orjson.loads(outputs[5])["code"] == "logs_purged"
 
 
 def test_flag_wins_over_variable(local_store: str) -> None:
