@@ -1,7 +1,7 @@
 """A minimal raw-socket HTTP/1.1 reader: one GET, timed, with as little work as can be.
 
-curl and httpx top out below what nginx serves on loopback (NOTES.md), so the benchmark
-reads with this: `recv_into` one reusable buffer, note the time of every `recv`, and
+curl and httpx top out below what nginx serves on loopback (bench/README.md#results), so
+the benchmark reads with this: `recv_into` one reusable buffer, note the time of every `recv`, and
 follow `Content-Length` or the chunked framing just enough to know where the body ends
 (decoding it only when a `sink` wants the bytes). An optional `rate` (bytes/s) sleeps
 between reads like a slow client, so the server meets real TCP backpressure.

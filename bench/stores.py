@@ -5,7 +5,8 @@
 One run starts both emulators, writes one object of `--size` to each, then reads it with
 the library alone (boto3, s3fs, gcsfs), through streamer's storage layer, and through
 `streamer serve` over HTTP with a minimal socket client (httpx and curl are slower than
-the server, NOTES.md). Every figure is the median of `--repeat` reads, in MB/s (10^6).
+the server, bench/README.md#results). Every figure is the median of `--repeat` reads, in
+MB/s (10^6).
 """
 
 from __future__ import annotations

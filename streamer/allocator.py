@@ -47,8 +47,9 @@ def freeze_startup_objects() -> int:
     What start-up loads (modules, botocore's service models, settings, keys) lives as long
     as the process, yet each full collection traverses it again, and a collection stops
     every thread, the event loop too: a started S3 server holds about 130,000 such objects,
-    whose full collection took 120 to 270 ms on the benchmark machine (README, "Garbage
-    collector"). Frozen, a collection sees only what requests create.
+    whose full collection took 120 to 270 ms on the benchmark machine
+    (docs/design.md#the-garbage-collector). Frozen, a collection sees only what requests
+    create.
     """
     gc.collect()
     gc.freeze()

@@ -120,17 +120,18 @@ class Settings:
     jwt_permissions_claim: str = _setting(
         "permissions", _text, "claim holding the caller's permission list"
     )
-    # Chosen by bench (README, Benchmarks): 1 MiB is where txt throughput stops growing
-    # (256 KiB costs a third), and 4 chunks in flight (one queued read-ahead) hold 256
-    # slow streams within 1 GiB.
+    # Chosen by bench (docs/design.md#chunk-size-and-buffer): 1 MiB is where txt
+    # throughput stops growing (256 KiB costs a third), and 4 chunks in flight (one queued
+    # read-ahead) hold 256 slow streams within 1 GiB.
     chunk_size: int = _setting(1024 * 1024, _positive_int, "bytes per storage read")
     buffer_chunks: int = _setting(
         4,
         _positive_int,
         "chunks in flight per stream, read-ahead included (below 3, reads shrink to fit)",
     )
-    # README, Production-shaped stores: one download at full speed holds up to 15 parts of
-    # 8 MiB ahead (120 MiB); 256 MiB lets two do that at once. Slow clients use none.
+    # docs/design.md#parts-their-growth-and-the-read-ahead-ceiling: one download at full
+    # speed holds up to 15 parts of 8 MiB ahead (120 MiB); 256 MiB lets two do that at
+    # once. Slow clients use none.
     readahead_bytes: int = _setting(
         256 * 1024 * 1024,
         _positive_int,

@@ -2,7 +2,7 @@
 
 Resumed and segmented downloads must end byte-identical to the object; validators and
 conditional requests behave as RFC 9110 says; json and ndjson feed jq, and the jq lines
-of the README's recipes are run here as written.
+of the recipes in docs/api.md are run here as written.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from tests.dataset import LOG_A2, big_log, put, put_run, seed
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 BIG = big_log(150_000)  # about 6.6 MB: several chunks, four aria2c segments of 1 MiB or more
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
-# The jq programs of the README's recipes, run below on real output.
+# The jq programs of docs/api.md's recipes, run below on real output.
 SPLUNK_HEC_JQ = (
     '{time: (.timestamp | try (sub("\\\\.[0-9]+"; "") | fromdateiso8601) catch null), event: .}'
 )

@@ -360,7 +360,7 @@ def test_replicas_configured_alike_share_cursors_and_keys_rotate(
 
 
 def readme_recipe() -> str:
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     section = text[text.index("### UI recipe") :]
     start = section.index("```sh\n") + len("```sh\n")
     return section[start : section.index("```\n", start)]

@@ -1,8 +1,8 @@
 """Local and memory stores: called inline, their reads come from the page cache or RAM.
 
-A thread hop per chunk would cost more than the read (NOTES.md). A local file is opened
-with the built-in `open`: fsspec's file object adds a Python layer to every call, paid
-per request, for nothing a plain file lacks.
+A thread hop per chunk would cost more than the read (docs/design.md#reading-a-local-store).
+A local file is opened with the built-in `open`: fsspec's file object adds a Python layer
+to every call, paid per request, for nothing a plain file lacks.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ from .readers import ObjectReader
 
 MiB = 1024 * 1024
 # Each part costs a request (on S3, a few ms of botocore's CPU): 16 MiB, the top of the
-# 8 to 16 MB that the stores' guidance names, halves the requests of 8 MiB (README.md,
-# "Why the defaults").
+# 8 to 16 MB that the stores' guidance names, halves the requests of 8 MiB
+# (docs/design.md#parts-their-growth-and-the-read-ahead-ceiling).
 PART_SIZE = 16 * MiB
 MAX_PART_SIZE = 16 * MiB  # larger multipart parts are read in equal pieces
 # 8 parts carry about 580 MB/s (73 MB/s each at S3's 80 MB/s per connection), above what

@@ -48,9 +48,10 @@ class BodyReader:
 
     The socket brings pieces of whatever size the network gave (often 64 to 256 KiB);
     each read here is filled up to `size`, since every chunk costs the pump a send
-    (NOTES.md). The pieces are taken as received and joined once: the HTTP client's own
-    `read(n)` joins what it holds first, a second copy of every byte (py-spy: a tenth of
-    a shaped S3 download's samples; README.md, "What limits what").
+    (docs/design.md#reading-s3-and-gcs). The pieces are taken as received and joined
+    once: the HTTP client's own `read(n)` joins what it holds first, a second copy of
+    every byte (py-spy: a tenth of a shaped S3 download's samples;
+    bench/README.md#what-limits-what).
     """
 
     def __init__(self, body: Chunks, close: Callable[[], Any]) -> None:
