@@ -27,9 +27,10 @@ lint: $(STAMP)
 	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
 	$(BIN)/bandit -q -r streamer
 
-# The download clients the tests drive (tests/test_clients.py); installed only when missing.
-# A tool that stays missing makes its tests fail with a message, never skip.
-TOOLS := curl wget aria2c jq
+# The download clients the tests drive (tests/test_clients.py) and the headless browser of
+# tests/test_browser.py; installed only when missing. A tool that stays missing makes its
+# tests fail with a message, never skip.
+TOOLS := curl wget aria2c jq chromium chromedriver
 tools:
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
@@ -38,7 +39,7 @@ tools:
 		elif command -v sudo >/dev/null; then sudo="sudo -n"; \
 		else echo "warning: not root and no sudo; cannot install:$$missing" >&2; exit 0; fi; \
 		$$sudo apt-get update -qq >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq curl wget aria2 jq >/dev/null \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq curl wget aria2 jq chromium chromium-driver >/dev/null \
 		|| echo "warning: apt-get could not install:$$missing" >&2; \
 	fi
 
