@@ -27,11 +27,19 @@ lint: $(STAMP)
 	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
 	$(BIN)/bandit -q -r streamer
 
+# The TypeScript client of tests/test_generated_client.py: its npm packages (exact versions in
+# tests/ts/package.json) installed into build/ when missing.
+TS_CLIENT := build/ts-client
+$(TS_CLIENT)/node_modules/.bin/tsc: tests/ts/package.json
+	mkdir -p $(TS_CLIENT) && cp tests/ts/package.json $(TS_CLIENT)/
+	cd $(TS_CLIENT) && npm install --no-audit --no-fund --no-package-lock --silent
+	touch $@
+
 # The download clients the tests drive (tests/test_clients.py) and the headless browser of
 # tests/test_browser.py; installed only when missing. A tool that stays missing makes its
 # tests fail with a message, never skip.
 TOOLS := curl wget aria2c jq chromium chromedriver
-tools:
+tools: $(TS_CLIENT)/node_modules/.bin/tsc
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

@@ -1,7 +1,7 @@
-"""A Python client generated from the OpenAPI document by openapi-python-client, driven end
-to end against a live server.
+"""Clients generated from the OpenAPI document, driven end to end against a live server:
+Python by openapi-python-client, TypeScript types by openapi-typescript (with openapi-fetch).
 
-The client is generated as docs/clients.md says (its config maps `text/plain` to bytes),
+The Python client is generated as docs/clients.md says (its config maps `text/plain` to bytes),
 into a temporary folder, and imported from there. It must keep a log's bytes exactly (the
 fixture log is not UTF-8), answer a HEAD without a body, walk pages forward and backward by
 their cursors alone, and parse problems into their typed codes.
@@ -10,6 +10,8 @@ their cursors alone, and parse problems into their typed codes.
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 
 from streamer.config import Settings
@@ -135,3 +138,49 @@ def test_problems_are_parsed(generated: Callable[[str], Any], api: str, token: s
         assert refused.status_code == 401
         assert refused.parsed.code == problem_code.MISSING_TOKEN
         assert refused.headers["www-authenticate"].startswith("Bearer")
+
+
+# TypeScript: types from openapi-typescript, calls through openapi-fetch, checked by tsc.
+
+TS_SOURCES = Path(__file__).with_name("ts")
+NODE_MODULES = Path(__file__).parents[1] / "build" / "ts-client" / "node_modules"
+
+
+def test_a_typescript_client_from_the_document(tmp_path: Path, api: str, token: str) -> None:
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / ".bin" / "tsc").exists():
+        pytest.fail(
+            "node or the TypeScript client's packages are missing: `make tools` installs them"
+        )
+    for name in ("package.json", "tsconfig.json", "client.ts"):
+        shutil.copy(TS_SOURCES / name, tmp_path / name)
+    (tmp_path / "node_modules").symlink_to(NODE_MODULES)
+    bin_ = NODE_MODULES / ".bin"
+    steps = [
+        [str(bin_ / "openapi-typescript"), str(DOCUMENT), "-o", "schema.d.ts"],
+        [str(bin_ / "tsc"), "-p", "."],  # the generated types hold the calls client.ts makes
+        [node, "out/client.js", api, token],
+    ]
+    for step in steps:
+        done = subprocess.run(step, cwd=tmp_path, capture_output=True, timeout=300, check=False)
+        assert done.returncode == 0, (
+            step,
+            done.stdout.decode()[-3000:],
+            done.stderr.decode()[-3000:],
+        )
+    seen = json.loads(done.stdout)
+    headers = {"Authorization": f"Bearer {token}"}
+    whole = httpx.get(
+        api + "/api/v1/models/mdl-alpha/training-metrics/logs",
+        params={"run_id": "run-a2", "limit": 1000},
+        headers=headers,
+        timeout=10,
+    ).json()
+    lines = [[entry["offset"], entry["message"]] for entry in whole["data"]]
+    assert seen == {
+        "download": {"status": 200, "bytes": list(LOG_A2)},
+        "head": {"status": 200, "length": str(len(LOG_A2))},
+        "forward": lines,
+        "backward": lines,
+        "problem": {"status": 404, "code": "model_not_found"},
+    }
