@@ -7,7 +7,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from streamer.cors import SAFE_HEADERS, allowed_headers
 from tests.conftest import SECRET, ServerProcess
 from tests.dataset import LOG_A2
 
@@ -161,3 +164,13 @@ def test_without_the_setting_an_options_stays_405(local_store: str) -> None:
         assert not cors_headers(answer)
     finally:
         assert server.stop() in (0, -15)
+
+
+@given(st.lists(st.one_of(st.sampled_from([*SAFE_HEADERS, "Range", " cookie", ""]), st.text())))
+def test_a_preflight_allows_no_header_outside_the_safe_list(asked: list[str]) -> None:
+    names = allowed_headers(",".join(asked)).decode().split(", ")
+    assert names[0] == "Authorization"
+    assert set(names) <= {"Authorization", *SAFE_HEADERS.values()}
+    assert len(names) == len(set(names))
+    wanted = {name.strip().lower() for name in asked}
+    assert {name.lower() for name in names[1:]} == wanted & set(SAFE_HEADERS)
