@@ -36,10 +36,19 @@ lint: $(STAMP)
 	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
 	$(BIN)/bandit -q -r streamer
 
-# The download clients the tests drive (tests/test_clients.py); installed only when missing.
-# A tool that stays missing makes its tests fail with a message, never skip.
-TOOLS := curl wget aria2c jq
-tools:
+# The TypeScript client of tests/test_generated_client.py: its npm packages (exact versions in
+# tests/ts/package.json) installed into build/ when missing.
+TS_CLIENT := build/ts-client
+$(TS_CLIENT)/node_modules/.bin/tsc: tests/ts/package.json
+	mkdir -p $(TS_CLIENT) && cp tests/ts/package.json $(TS_CLIENT)/
+	cd $(TS_CLIENT) && npm install --no-audit --no-fund --no-package-lock --silent
+	touch $@
+
+# The download clients the tests drive (tests/test_clients.py) and the headless browser of
+# tests/test_browser.py; installed only when missing. A tool that stays missing makes its
+# tests fail with a message, never skip.
+TOOLS := curl wget aria2c jq chromium chromedriver
+tools: $(TS_CLIENT)/node_modules/.bin/tsc
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -47,7 +56,7 @@ tools:
 		elif command -v sudo >/dev/null; then sudo="sudo -n"; \
 		else echo "warning: not root and no sudo; cannot install:$$missing" >&2; exit 0; fi; \
 		$$sudo apt-get update -qq >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq curl wget aria2 jq >/dev/null \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq curl wget aria2 jq chromium chromium-driver >/dev/null \
 		|| echo "warning: apt-get could not install:$$missing" >&2; \
 	fi
 

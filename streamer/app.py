@@ -16,6 +16,7 @@ from .asgi import Scope as Scope
 from .auth import Authenticator, TokenCache
 from .catalog import Catalog
 from .config import Settings, load_settings
+from .cors import Cors
 from .cursors import CursorCodec, cursor_keys
 from .errors import StreamerError
 from .handlers.download import download
@@ -135,4 +136,4 @@ def create_app() -> Observe:
     """uvicorn's factory: settings from the environment (the CLI exports its flags there)."""
     logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
     tune_allocator()
-    return Observe(Streamer(load_settings(os.environ)))
+    return Observe(Cors(Streamer(load_settings(os.environ))))

@@ -29,6 +29,7 @@ from streamer import errors
 from streamer.app import Streamer
 from streamer.catalog import MODEL_ID, RUN_ID
 from streamer.config import Settings
+from streamer.cursors import _TEXT, Cursor, CursorCodec
 from streamer.encoders import FIELD_NAMES, Fields, reference_encode
 from streamer.lines import MAX_MESSAGE, entry, parse_block
 from streamer.observe import Observe
@@ -278,6 +279,17 @@ def test_page_parameters_follow_the_parser() -> None:
     limit = parameters["Limit"]["schema"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, MAX_LIMIT, DEFAULT_LIMIT)
     assert parameters["Direction"]["schema"]["enum"] == list(DIRECTIONS)
+    # A generated client sends a declared default; a default direction would contradict a
+    # forward cursor (400 invalid_cursor), so it is told in the description only.
+    assert "default" not in parameters["Direction"]["schema"]
+    assert "`backward` (the default without a cursor)" in parameters["Direction"]["description"]
+    cursor = CursorCodec([b"k" * 32]).encode(
+        Cursor("mdl-a", "run-1", "v1", 10**12, "forward", levels=("ERROR",), contains="é" * 256)
+    )
+    for schema in (parameters["Cursor"]["schema"], COMPONENTS["schemas"]["PageCursor"]):
+        assert schema["pattern"] == f"^{_TEXT.pattern}$"
+        assert jsonschema_rs.is_valid(schema, cursor)
+        assert not jsonschema_rs.is_valid(schema, cursor + "=")
     assert parameters["Contains"]["schema"]["maxLength"] == MAX_CONTAINS
     level = jsonschema_rs.validator_for(parameters["LevelFilter"]["schema"])
     for text in ("INFO", "warn,ERROR", "a,b,c", "", "INFO,", ",INFO", "IN FO", "W4RN", "É"):
@@ -326,5 +338,39 @@ def test_the_page_entry_is_the_pages(fields: Fields) -> None:
         )
     page = {"model_id": "mdl-a", "run_id": "run-1", "data": entries}
     schema_validator("/components/schemas/Page").validate(
-        {**page, "next_cursor": "c", "prev_cursor": None}
+        {**page, "next_cursor": "c" * 10 + "." + "m" * 22, "prev_cursor": None}
     )
+
+
+# What client generators read.
+
+
+def test_a_log_body_is_binary() -> None:
+    """A generated client keeps a log's bytes (a log need not be UTF-8): 3.0-minded
+    generators read `format: binary`, 3.1-minded ones `contentMediaType`."""
+    for name in ("Log", "LogRange"):
+        for media, content in COMPONENTS["responses"][name]["content"].items():
+            if media != "application/json":
+                schema = content["schema"]
+                assert schema["type"] == "string", (name, media)
+                assert (schema["format"], schema["contentMediaType"]) == ("binary", media)
+
+
+def test_head_operations_declare_no_body() -> None:
+    heads = 0
+    for path, method, operation in operations():
+        if method == "HEAD":
+            heads += 1
+            for status, response in operation["responses"].items():
+                assert "content" not in resolve(response), (path, status)
+    assert heads == len(DOCUMENT["paths"])
+
+
+@pytest.mark.parametrize("fields", list(FIELD_NAMES))
+def test_a_page_entry_is_one_flat_object(fields: Fields) -> None:
+    """One object with every property of its own (no allOf), which generators type."""
+    schema = COMPONENTS["schemas"]["PageEntry" + fields.capitalize()]
+    assert "allOf" not in schema
+    assert schema["required"] == ["offset", *FIELD_NAMES[fields]]
+    assert set(schema["properties"]) == {"offset", *FIELD_NAMES[fields], "truncated"}
+    assert schema["properties"]["truncated"]["type"] == "boolean"
