@@ -18,8 +18,10 @@ connection, uvicorn's own keep-alive timeout applies.
 Probes first. `/healthz`, and `/readyz` while its store check is fresh, are answered
 right where the request's head is parsed, in the connection's read callback, without a
 task: a task would wait its turn behind every stream that moves bytes in that turn of
-the event loop. The middleware (`Observe.answer_now`) decides the answer, counts and logs
-it as it does every request; anything else goes to the application as usual.
+the event loop. The probe answerer that `Observe` leaves in the lifespan state (ASGI's
+`scope["state"]`, which uvicorn hands to every connection's protocol as `app_state`)
+decides the answer, counts and logs it as it does every request; anything else goes to
+the application as usual. Without a lifespan, every probe goes to the application.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from . import errors
 from .asgi import Scope
-from .observe import Observe
+from .observe.probes import STATE_KEY, AnswerNow
 from .plan import request_id
 
 logger = logging.getLogger("streamer")
@@ -54,18 +56,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        observe = _observe(self.app)
-        answer = None if observe is None else observe.answer_now(cast(Scope, cycle.scope))
+        answer_now: AnswerNow | None = self.app_state.get(STATE_KEY)
+        answer = None if answer_now is None else answer_now(cast(Scope, cycle.scope))
         if answer is None:
             super()._start_asgi_task(cycle, app)
             return
         status, headers, body = answer
-        lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
-        for name, value in [*self.server_state.default_headers, *headers]:
-            lines.append(name + b": " + value + b"\r\n")
+        headers = [*self.server_state.default_headers, *headers]
         if not cycle.keep_alive:
-            lines.append(b"connection: close\r\n")
-        self.transport.write(b"".join(lines) + b"\r\n" + body)
+            headers.append((b"connection", b"close"))
+        self.transport.write(_response(status, headers, body))
         # As uvicorn's own send does at the end of a response.
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
@@ -120,17 +120,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         rid = request_id(None)
         logger.warning("request refused before the application: %s (%s)", error.code, rid)
-        body = errors.problem(error, rid)
-        head = (
-            f"HTTP/1.1 {error.status} {error.title}\r\n"
-            "content-type: application/problem+json\r\n"
-            f"content-length: {len(body)}\r\n"
-            "cache-control: no-store\r\n"
-            "x-content-type-options: nosniff\r\n"
-            f"x-request-id: {rid}\r\n"
-            "connection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode() + body)
+        status, headers, body = errors.answer(error, rid)
+        self.transport.write(_response(status, [*headers, (b"connection", b"close")], body))
         # A lingering close: what the client still sends is read and dropped for a while.
         # Closing at once, with its bytes unread, would reset the connection, and a reset
         # can destroy the answer before the client reads it.
@@ -142,10 +133,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def _observe(app: object) -> Observe | None:
-    """The `Observe` middleware inside uvicorn's wrappers (proxy headers, ...), if any."""
-    for _ in range(8):
-        if isinstance(app, Observe):
-            return app
-        app = getattr(app, "app", None)
-    return None
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A whole HTTP/1.1 response, as bytes to write."""
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"\r\n" + body

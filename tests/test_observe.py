@@ -18,11 +18,13 @@ from streamer import metrics
 from streamer.app import Streamer
 from streamer.config import Settings
 from streamer.errors import Overloaded
-from streamer.observe import Observe
+from streamer.observe import Observe, annotate
 from streamer.ops import Drain, Readiness, StreamSlots
 from streamer.pump import Message, StreamAborted
+from streamer.storage import RetryingReader
 from tests.conftest import SECRET, Running
 from tests.dataset import LOG_A2, seed
+from tests.test_retry import DATA, Counts, Flaky, read_all
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"
@@ -202,6 +204,52 @@ def test_client_disconnect_is_logged_and_counted(
         == 1
     )
     assert metric(after, "streamer_active_streams") == 0
+    # The client left: its doing, not the store's.
+    upstream = "streamer_upstream_errors_total"
+    assert metric(after, upstream) == metric(before, upstream)
+
+
+def test_every_download_that_streams_a_body_is_counted(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    """200 and 206 stream a body; a HEAD or a 304 does not."""
+    auth = {"Authorization": f"Bearer {token}"}
+    url = server.url + PATH.format("mdl-alpha")
+    before = scrape(server.url)
+    part = httpx.get(url, headers={**auth, "Range": "bytes=0-9"}, timeout=10)
+    assert (part.status_code, part.content) == (206, LOG_A2[:10])
+    assert httpx.get(url, headers=auth, timeout=10).status_code == 200
+    assert httpx.head(url, headers=auth, timeout=10).status_code == 200
+    after = scrape(server.url)
+
+    def delta(name: str) -> float:
+        return metric(after, name) - metric(before, name)
+
+    assert delta("streamer_ttfb_seconds_count") == 2
+    assert delta("streamer_stream_duration_seconds_count") == 2
+    assert metric(after, "streamer_active_streams") == 0
+
+
+def test_access_log_lines_carry_the_problem_code(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    cases = [
+        ("code-1", PATH.format("mdl-alpha"), {}, 401, "missing_token"),
+        ("code-2", "/no/such/path", {}, 404, "not_found"),
+        ("code-3", PATH.format("mdl-nope"), {"Authorization": f"Bearer {token}"}, 404, None),
+    ]
+    for rid, path, headers, status, _ in cases:
+        response = httpx.get(server.url + path, headers={**headers, "X-Request-ID": rid})
+        assert response.status_code == status
+    assert access_log.wait(request_id="code-1")["code"] == "missing_token"
+    assert access_log.wait(request_id="code-2")["code"] == "not_found"
+    assert access_log.wait(request_id="code-3")["code"] == "model_not_found"
+    httpx.post(server.url + "/healthz", headers={"X-Request-ID": "code-4"}, timeout=10)
+    line = access_log.wait(request_id="code-4")
+    assert (line["status"], line["code"], line["route"]) == (405, "method_not_allowed", "/healthz")
+    httpx.get(server.url + "/healthz", headers={"X-Request-ID": "code-5"}, timeout=10)
+    line = access_log.wait(request_id="code-5")
+    assert (line["status"], line["code"], line["route"]) == (200, None, "/healthz")
 
 
 # The middleware in-process, with apps that fail on purpose.
@@ -250,6 +298,59 @@ async def test_upstream_failures_are_counted(
             await app(scope, receive, send)
     assert upstream_errors() == before + 1
     assert access_log.wait(request_id="failing")["outcome"] == outcome
+
+
+class LeavingApp(Streamer):
+    """Starts a download whose transport fails, then answers as the app would: a 502."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        annotate(scope, route=ROUTE, endpoint="download")
+        headers = [(b"x-request-id", b"leaving")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        except OSError:
+            annotate(scope, code="upstream_error")
+            await send({"type": "http.response.start", "status": 502, "headers": headers})
+
+
+@pytest.mark.anyio
+async def test_a_transport_failure_is_never_a_store_failure(
+    tmp_path: Path, access_log: AccessLog
+) -> None:
+    app = Observe(LeavingApp(Settings(storage_url=str(tmp_path), jwt_secret=SECRET)))
+    scope = {"type": "http", "method": "GET", "path": "/elsewhere", "headers": []}
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("reset by peer")
+
+    def upstream_errors() -> float:
+        return metric(metrics.exposition().decode(), "streamer_upstream_errors_total")
+
+    before = upstream_errors()
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    line = access_log.wait(request_id="leaving")
+    # The route the app recorded, not one matched again from the path; the first status.
+    assert (line["route"], line["status"], line["code"]) == (ROUTE, 200, None)
+    assert line["outcome"] == "client_disconnect"
+    assert upstream_errors() == before
+    assert metric(metrics.exposition().decode(), "streamer_active_streams") == 0
+
+
+@pytest.mark.anyio
+async def test_the_store_pushes_its_retries_when_it_makes_them() -> None:
+    flaky, counts = Flaky(break_after=3000, breaks=2), Counts()
+    before = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    reader = RetryingReader(flaky.open_at, 0, counts, retries=3, backoff_s=0)
+    assert await read_all(reader) == DATA
+    after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    assert after - before == counts.retries == 2
 
 
 # Readiness and the stream cap as units.
