@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import re
 from typing import Any, cast
 
 import httptools
@@ -50,6 +51,8 @@ from .plan import request_id
 logger = logging.getLogger("streamer")
 
 NO_WEBSOCKET = "This service speaks no WebSocket; the upgrade is refused."
+# RFC 9112 3.2 and RFC 3986 3.2.2: an IP literal or a reg-name (IPv4 is one), then a port.
+HOST = re.compile(rb"(\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
 
 
 class _Refusal(Exception):
@@ -102,9 +105,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             pass  # a WebSocket was refused at its head; another upgrade is answered as HTTP
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Refusal):
-                raise
-            self._refuse_when_free(exc.__context__.error)
+            refusal = exc.__context__
+            error = refusal.error if isinstance(refusal, _Refusal) else errors.MalformedRequest()
+            self._refuse_when_free(error)
         except httptools.HttpParserError as exc:
             version = "HTTP version" in str(exc)
             self._refuse_when_free(
@@ -167,13 +170,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         version = self.parser.get_http_version()
         if version not in ("1.0", "1.1"):
             return errors.VersionNotSupported()
-        names = [name for name, _ in self.headers]
-        hosts = names.count(b"host")
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
+        hosts = [value for name, value in self.headers if name == b"host"]
+        if len(hosts) > 1 or (not hosts and version == "1.1"):
             return errors.MalformedRequest("A request has exactly one Host header (RFC 9112).")
-        if names.count(b"authorization") > 1:
+        if hosts and not HOST.fullmatch(hosts[0]):
+            return errors.MalformedRequest("The Host header is not a host and port.")
+        if sum(name == b"authorization" for name, _ in self.headers) > 1:
             return errors.MalformedRequest("A request has at most one Authorization header.")
-        if self.parser.should_upgrade() and self._get_upgrade() == b"websocket":
+        # With or without `Connection: upgrade`: no WebSocket request is answered as HTTP.
+        if any(
+            name == b"upgrade" and b"websocket" in value.lower() for name, value in self.headers
+        ):
             return errors.MalformedRequest(NO_WEBSOCKET)
         return None
 

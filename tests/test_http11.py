@@ -80,8 +80,18 @@ def get(path: str, token: str | None = None, extra: str = "") -> bytes:
         b"GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
         b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET /no/such/path HTTP/1.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: \xff\r\n\r\n",
     ],
-    ids=["no host", "two hosts", "the same host twice", "two hosts in 1.0", "unrouted"],
+    ids=[
+        "no host",
+        "two hosts",
+        "the same host twice",
+        "two hosts in 1.0",
+        "unrouted",
+        "not a host",
+        "not ascii",
+    ],
 )
 def test_a_request_without_exactly_one_host_is_400(running: Running, head: bytes) -> None:
     assert_refused(exchange(running, head), 400, "malformed_request")
@@ -109,15 +119,19 @@ def test_a_version_other_than_10_and_11_is_505(running: Running, version: bytes)
 
 @pytest.mark.parametrize("path", ["/healthz", SMALL, "/nowhere", "/metrics"])
 @pytest.mark.parametrize("with_token", [False, True], ids=["no token", "token"])
+@pytest.mark.parametrize(
+    "connection", ["Connection: Upgrade\r\n", ""], ids=["upgrade", "no connection header"]
+)
 def test_a_websocket_upgrade_is_a_4xx_problem(
     running: Running,
     token: str,
     server_errors: list[logging.LogRecord],
     path: str,
     with_token: bool,
+    connection: str,
 ) -> None:
     upgrade = (
-        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        f"{connection}Upgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     )
     raw = exchange(running, get(path, token if with_token else None, upgrade))
