@@ -70,7 +70,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     _refused = False
     _head_bytes = 0
-    _in_head = True
+    _in_head = True  # the parser waits for, or reads, a request's head
+    _at_boundary = True  # no byte of the next request has been parsed yet
     _head_timer: asyncio.TimerHandle | None = None
     _message_done = False  # the current request has been read to its end
     _held = b""  # what arrived while a response was being written, parsed after it
@@ -90,9 +91,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._answering() or self._pending is not None:
             self._hold(data)
             return
-        if self._in_head and (self.cycle is None or self.cycle.response_complete):
+        if self._idle():
+            if self._at_boundary and not _names_http(data):
+                self._refuse(errors.MalformedRequest())
+                return
+            # A head, or the rest of a body whose answer has gone, must arrive in time.
             self._arm_head_timer()
-            self._head_bytes += len(data)
+            self._head_bytes += len(data) if self._in_head else 0
             if self._head_bytes > self.max_head_bytes:
                 limit = f"{self.max_head_bytes // 1024} KiB"
                 self._refuse(
@@ -115,7 +120,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def on_message_begin(self) -> None:
-        self._message_done = False
+        self._message_done = self._at_boundary = False
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -130,7 +135,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
-        self._message_done = True
+        self._message_done = self._at_boundary = self._in_head = True
+        self._head_bytes = 0
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
@@ -151,7 +157,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle.on_response()
 
     def on_response_complete(self) -> None:
-        self._in_head, self._head_bytes = True, 0
         super().on_response_complete()
         if self.transport.is_closing() or self._answering():
             return
@@ -183,6 +188,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ):
             return errors.MalformedRequest(NO_WEBSOCKET)
         return None
+
+    def _idle(self) -> bool:
+        """Whether no response is being written (none started, or the last one ended)."""
+        return self.cycle is None or self.cycle.response_complete
 
     def _answering(self) -> bool:
         """Whether a request has been read whole and its response is still being written."""
@@ -216,7 +225,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head and not (self._refused or self.transport.is_closing()):
+        if self._idle() and not (self._refused or self.transport.is_closing()):
             self._refuse(errors.RequestTimeout())
 
     def _refuse(self, error: errors.StreamerError) -> None:
@@ -236,6 +245,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.loop.call_later(self.linger_s, self.transport.close)
         else:
             self.transport.close()
+
+
+def _names_http(start: bytes) -> bool:
+    """Whether the request line at the start of `start`, when whole, names HTTP: llhttp
+    also parses `RTSP/1.0` and `ICE/1.0` lines, and httptools does not say which it saw."""
+    line, found, _ = start.lstrip(b"\r\n").partition(b"\n")
+    return not found or line.rstrip(b"\r").rpartition(b" ")[2].startswith(b"HTTP/")
 
 
 def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:

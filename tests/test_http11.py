@@ -202,15 +202,19 @@ def test_requests_pipelined_behind_a_download_are_answered_in_turn(
         ("GET", "/nowhere", b"HTTP/1.1 404 Not Found"),
     ],
 )
+@pytest.mark.parametrize(
+    "late",
+    [b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"not a head\n" * 10_000],
+    ids=["a head", "100 KiB"],
+)
 def test_a_body_that_arrives_after_its_answer_is_dropped(
-    running: Running, method: str, path: str, status: bytes
+    running: Running, method: str, path: str, status: bytes, late: bytes
 ) -> None:
-    smuggled = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
     with connect(running) as sock:
-        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(late)}\r\n\r\n"
         sock.sendall(head.encode())
         assert read_response(sock)[0] == status
-        sock.sendall(smuggled)
+        sock.sendall(late)
         sock.sendall(get("/healthz"))
         answered, _, body = read_response(sock)
     assert (answered, body) == (b"HTTP/1.1 200 OK", b"ok\n")

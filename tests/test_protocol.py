@@ -124,6 +124,8 @@ def test_a_download_outlives_the_head_timeout(guarded: Running, token: str) -> N
         b"GET /he\x00althz HTTP/1.1",
         b"GET /healthz HTTP/1.1\nX: y",
         b"GET /\xff HTTP/1.1",
+        b"GET /healthz RTSP/1.0",
+        b"GET /healthz ICE/1.0",
     ],
 )
 def test_a_request_that_is_not_http_gets_a_problem_body(
