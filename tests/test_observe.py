@@ -18,13 +18,11 @@ from streamer import metrics
 from streamer.app import Streamer
 from streamer.config import Settings
 from streamer.errors import Overloaded
-from streamer.observe import Observe, annotate
+from streamer.observe import Observe
 from streamer.ops import Drain, Readiness, StreamSlots
 from streamer.pump import Message, StreamAborted
-from streamer.storage import RetryingReader
 from tests.conftest import SECRET, Running
 from tests.dataset import LOG_A2, seed
-from tests.test_retry import DATA, Counts, Flaky, read_all
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"
@@ -298,59 +296,6 @@ async def test_upstream_failures_are_counted(
             await app(scope, receive, send)
     assert upstream_errors() == before + 1
     assert access_log.wait(request_id="failing")["outcome"] == outcome
-
-
-class LeavingApp(Streamer):
-    """Starts a download whose transport fails, then answers as the app would: a 502."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        annotate(scope, route=ROUTE, endpoint="download")
-        headers = [(b"x-request-id", b"leaving")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        try:
-            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
-        except OSError:
-            annotate(scope, code="upstream_error")
-            await send({"type": "http.response.start", "status": 502, "headers": headers})
-
-
-@pytest.mark.anyio
-async def test_a_transport_failure_is_never_a_store_failure(
-    tmp_path: Path, access_log: AccessLog
-) -> None:
-    app = Observe(LeavingApp(Settings(storage_url=str(tmp_path), jwt_secret=SECRET)))
-    scope = {"type": "http", "method": "GET", "path": "/elsewhere", "headers": []}
-
-    async def receive() -> Message:
-        await anyio.sleep_forever()
-        raise AssertionError
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            raise ConnectionResetError("reset by peer")
-
-    def upstream_errors() -> float:
-        return metric(metrics.exposition().decode(), "streamer_upstream_errors_total")
-
-    before = upstream_errors()
-    with anyio.fail_after(10):
-        await app(scope, receive, send)
-    line = access_log.wait(request_id="leaving")
-    # The route the app recorded, not one matched again from the path; the first status.
-    assert (line["route"], line["status"], line["code"]) == (ROUTE, 200, None)
-    assert line["outcome"] == "client_disconnect"
-    assert upstream_errors() == before
-    assert metric(metrics.exposition().decode(), "streamer_active_streams") == 0
-
-
-@pytest.mark.anyio
-async def test_the_store_pushes_its_retries_when_it_makes_them() -> None:
-    flaky, counts = Flaky(break_after=3000, breaks=2), Counts()
-    before = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
-    reader = RetryingReader(flaky.open_at, 0, counts, retries=3, backoff_s=0)
-    assert await read_all(reader) == DATA
-    after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
-    assert after - before == counts.retries == 2
 
 
 # Readiness and the stream cap as units.
