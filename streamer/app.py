@@ -4,7 +4,6 @@ Each route's own work is in `handlers/`, one module per route."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 from starlette.datastructures import Headers
@@ -24,7 +23,6 @@ from .handlers.logs import get_logs
 from .observe import Observe, annotate
 from .ops import StreamSlots
 from .plan import request_id, target
-from .pump import StreamAborted
 from .storage import Store
 from .turns import Turns
 
@@ -95,7 +93,8 @@ class Streamer:
             found = routes.match(target(scope))
             if found is None:
                 raise errors.NotFound()
-            route, model_id = found
+            route, model_id, template = found
+            annotate(scope, route=template, endpoint=route.name)
             if method not in ("GET", "HEAD"):
                 raise errors.MethodNotAllowed()
             principal = await self.tokens.authenticate(headers.get("authorization"))
@@ -105,35 +104,18 @@ class Streamer:
             else:
                 await download(self, scope, model_id, principal, rid, receive, send)
         except StreamerError as error:
-            await _problem(send, error, rid, method)
+            await _problem(scope, send, error, rid)
 
 
-async def _problem(send: Send, error: StreamerError, rid: str, method: str) -> None:
-    body = errors.problem(error, rid)
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-request-id", rid.encode()),
-    ]
-    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-class _OneLineAborts(logging.Filter):
-    """uvicorn logs a traceback for an app that raises; an abort is expected, say it once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], StreamAborted):
-            record.msg, record.args = "download aborted: the store failed mid-stream", ()
-            record.exc_info = None
-        return True
+async def _problem(scope: Scope, send: Send, error: StreamerError, rid: str) -> None:
+    """Answer `error` (its code recorded for the access log), as `errors.answer` builds it."""
+    annotate(scope, code=error.code)
+    status, headers, body = errors.answer(error, rid)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 def create_app() -> Observe:
     """uvicorn's factory: settings from the environment (the CLI exports its flags there)."""
-    logging.getLogger("uvicorn.error").addFilter(_OneLineAborts())
     tune_allocator()
     return Observe(Cors(Streamer(load_settings(os.environ))))

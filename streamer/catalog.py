@@ -29,6 +29,7 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup
 
+from streamer import metrics
 from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
 from streamer.storage import ObjectInfo, Store
 
@@ -271,6 +272,7 @@ class _Cache(Generic[K, V]):
             await self._load(key, flight, load, entry)
         except Exception as exc:
             self.failures += 1
+            metrics.CATALOG_REFRESH_FAILURES.inc()
             now = self._clock()
             entry.expires_at = now + self._ttl_s
             reason = f"{type(exc).__name__}: {exc}"[:200]

@@ -137,6 +137,7 @@ def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
             log_config=log_config(),
             server_header=False,
             http=GuardedHttpToolsProtocol,
+            ws="none",  # no WebSocket: the protocol refuses an upgrade with a 400 problem
             # uvicorn takes whole seconds; 0 aborts running downloads at once.
             timeout_graceful_shutdown=math.ceil(settings.grace_s),
         )

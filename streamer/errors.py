@@ -28,8 +28,9 @@
     └── VersionNotSupported            505 http_version_not_supported (protocol layer)
 
 Every error carries its status, its problem `code` and the headers it needs; `problem()`
-turns one into an RFC 9457 body. The detail is ours, never an exception's text, so no
-token or stack trace can leak through it.
+turns one into an RFC 9457 body and `answer()` into the whole response (status, headers,
+body), which the application and the HTTP protocol layer both send. The detail is ours,
+never an exception's text, so no token or stack trace can leak through it.
 """
 
 from __future__ import annotations
@@ -217,3 +218,20 @@ def problem(error: StreamerError, request_id: str) -> bytes:
             "request_id": request_id,
         }
     )
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def answer(error: StreamerError, request_id: str) -> Answer:
+    """The whole answer to `error`: its status, the headers of every problem, its body."""
+    body = problem(error, request_id)
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-request-id", request_id.encode()),
+    ]
+    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+    return error.status, headers, body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import unquote
 
 RouteName = Literal["download", "logs"]
@@ -26,8 +26,16 @@ def _route(name: RouteName, suffix: str) -> Route:
     return Route(name, re.compile(prefix + re.escape(suffix)), suffix)
 
 
+class Found(NamedTuple):
+    """A matched route: the route, its model_id (decoded), its template (the metric label)."""
+
+    route: Route
+    model_id: str
+    template: str
+
+
 ROUTES = (_route("download", "/download"), _route("logs", ""))
-# Answered by the observing middleware before the app, without a token.
+# Answered before the app (streamer.observe.probes), without a token.
 PROBES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
@@ -40,19 +48,19 @@ def templates() -> tuple[str, ...]:
     )
 
 
-def match(path: str) -> tuple[Route, str] | None:
-    """The route of a path as sent and its model_id (decoded), else None."""
+def match(path: str) -> Found | None:
+    """The route of a path as sent, its model_id and its template, else None."""
     for route in ROUTES:
         found = route.pattern.fullmatch(path)
         if found:
-            return route, unquote(found["model_id"], errors="replace")
+            template = f"/api/v1/models/{{model_id}}/training{found['alias']}/logs{route.suffix}"
+            return Found(route, unquote(found["model_id"], errors="replace"), template)
     return None
 
 
 def route_name(path: str) -> str:
     """A label for metrics and the access log: the route template, never the raw path."""
-    for route in ROUTES:
-        found = route.pattern.fullmatch(path)
-        if found:
-            return f"/api/v1/models/{{model_id}}/training{found['alias']}/logs{route.suffix}"
+    found = match(path)
+    if found is not None:
+        return found.template
     return path if path in PROBES else "unmatched"

@@ -202,6 +202,52 @@ def test_client_disconnect_is_logged_and_counted(
         == 1
     )
     assert metric(after, "streamer_active_streams") == 0
+    # The client left: its doing, not the store's.
+    upstream = "streamer_upstream_errors_total"
+    assert metric(after, upstream) == metric(before, upstream)
+
+
+def test_every_download_that_streams_a_body_is_counted(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    """200 and 206 stream a body; a HEAD or a 304 does not."""
+    auth = {"Authorization": f"Bearer {token}"}
+    url = server.url + PATH.format("mdl-alpha")
+    before = scrape(server.url)
+    part = httpx.get(url, headers={**auth, "Range": "bytes=0-9"}, timeout=10)
+    assert (part.status_code, part.content) == (206, LOG_A2[:10])
+    assert httpx.get(url, headers=auth, timeout=10).status_code == 200
+    assert httpx.head(url, headers=auth, timeout=10).status_code == 200
+    after = scrape(server.url)
+
+    def delta(name: str) -> float:
+        return metric(after, name) - metric(before, name)
+
+    assert delta("streamer_ttfb_seconds_count") == 2
+    assert delta("streamer_stream_duration_seconds_count") == 2
+    assert metric(after, "streamer_active_streams") == 0
+
+
+def test_access_log_lines_carry_the_problem_code(
+    server: Running, token: str, access_log: AccessLog
+) -> None:
+    cases = [
+        ("code-1", PATH.format("mdl-alpha"), {}, 401, "missing_token"),
+        ("code-2", "/no/such/path", {}, 404, "not_found"),
+        ("code-3", PATH.format("mdl-nope"), {"Authorization": f"Bearer {token}"}, 404, None),
+    ]
+    for rid, path, headers, status, _ in cases:
+        response = httpx.get(server.url + path, headers={**headers, "X-Request-ID": rid})
+        assert response.status_code == status
+    assert access_log.wait(request_id="code-1")["code"] == "missing_token"
+    assert access_log.wait(request_id="code-2")["code"] == "not_found"
+    assert access_log.wait(request_id="code-3")["code"] == "model_not_found"
+    httpx.post(server.url + "/healthz", headers={"X-Request-ID": "code-4"}, timeout=10)
+    line = access_log.wait(request_id="code-4")
+    assert (line["status"], line["code"], line["route"]) == (405, "method_not_allowed", "/healthz")
+    httpx.get(server.url + "/healthz", headers={"X-Request-ID": "code-5"}, timeout=10)
+    line = access_log.wait(request_id="code-5")
+    assert (line["status"], line["code"], line["route"]) == (200, None, "/healthz")
 
 
 # The middleware in-process, with apps that fail on purpose.

@@ -295,3 +295,22 @@ def test_a_killed_worker_stops_counting_in_live_gauges(
     finally:
         for download in held:
             download.close()
+
+
+def test_serve_refuses_a_websocket_upgrade_with_a_problem_and_no_error(
+    processes: Callable[..., ServerProcess], local_store: str
+) -> None:
+    server = processes(local_store)
+    upgrade = (
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(upgrade.encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert orjson.loads(body)["code"] == "malformed_request"
+    httpx.get(server.url + "/healthz", headers={"X-Request-ID": "after-upgrade"}, timeout=10)
+    wait_until(lambda: any("after-upgrade" in line for line in server.lines), "the access line")
+    assert not [line for line in server.lines if "ERROR" in line or "Traceback" in line]

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import anyio
+import anyio.to_thread
 import orjson
 import pytest
 
+from streamer.asgi import Receive, Scope, Send
 from streamer.config import Settings
+from streamer.observe import Observe
 from streamer.protocol import GuardedHttpToolsProtocol
 from tests.conftest import SECRET, Running, serve_in_thread
 from tests.dataset import LOG_A1
@@ -113,7 +119,14 @@ def test_a_download_outlives_the_head_timeout(guarded: Running, token: str) -> N
 
 @pytest.mark.parametrize(
     "request_line",
-    [b"get /healthz HTTP/1.1", b"GET /he\x00althz HTTP/1.1", b"GET /healthz HTTP/1.1\nX: y"],
+    [
+        b"get /healthz HTTP/1.1",
+        b"GET /he\x00althz HTTP/1.1",
+        b"GET /healthz HTTP/1.1\nX: y",
+        b"GET /\xff HTTP/1.1",
+        b"GET /healthz RTSP/1.0",
+        b"GET /healthz ICE/1.0",
+    ],
 )
 def test_a_request_that_is_not_http_gets_a_problem_body(
     guarded: Running, request_line: bytes
@@ -121,3 +134,37 @@ def test_a_request_that_is_not_http_gets_a_problem_body(
     with connect(guarded) as sock:
         sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
         assert_refused(read_to_close(sock), 400, "malformed_request")
+
+
+@dataclass
+class Stalled:
+    """ASGI middleware that never lets an HTTP request reach the app (a stuck loop's stand-in)."""
+
+    app: Observe
+    released: threading.Event = field(default_factory=threading.Event)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await anyio.to_thread.run_sync(self.released.wait)
+        await self.app(scope, receive, send)
+
+
+def test_probes_are_answered_by_the_protocol_through_the_lifespan_state(local_store: str) -> None:
+    """The protocol reaches the probe answerer through the lifespan state, not through the
+    app: with every request to the app stalled, /healthz still answers (and a /readyz whose
+    store check is fresh; the first one, checking the store, is the app's)."""
+    settings = Settings(storage_url=local_store, jwt_secret=SECRET)
+    stalled: list[Stalled] = []
+
+    def wrap(app: Observe) -> Stalled:
+        stalled.append(Stalled(app))
+        return stalled[0]
+
+    for running in serve_in_thread(settings, wrap):
+        try:
+            with connect(running) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, _, got = read_response(sock)
+            assert (status, got) == (b"HTTP/1.1 200 OK", b"ok\n")
+        finally:
+            stalled[0].released.set()

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import anyio
 
+from .. import metrics
 from .readers import ObjectReader
 
 logger = logging.getLogger("streamer.storage")
@@ -83,6 +84,7 @@ class RetryingReader:
                     raise
                 self._failures += 1
                 self._counters.retries += 1
+                metrics.UPSTREAM_RETRIES.inc()
                 delay = min(self._backoff_s * 2 ** (self._failures - 1), self._max_backoff_s)
                 logger.warning(
                     "store read failed at byte %d (%s); retry %d of %d in %.2f s",

@@ -1,0 +1,86 @@
+"""The metrics middleware in-process: what it counts when a transport fails, and the
+counters that their owners push as things happen."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from streamer import metrics
+from streamer.app import Streamer
+from streamer.config import Settings
+from streamer.observe import Observe, annotate
+from streamer.pump import Message
+from streamer.storage import RetryingReader
+from tests.conftest import SECRET
+from tests.test_observe import ROUTE, AccessLog, metric
+from tests.test_retry import DATA, Counts, Flaky, read_all
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    handler = AccessLog()
+    logger = logging.getLogger("streamer.access")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+class LeavingApp(Streamer):
+    """Starts a download whose transport fails, then answers as the app would: a 502."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        annotate(scope, route=ROUTE, endpoint="download")
+        headers = [(b"x-request-id", b"leaving")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        except OSError:
+            annotate(scope, code="upstream_error")
+            await send({"type": "http.response.start", "status": 502, "headers": headers})
+
+
+@pytest.mark.anyio
+async def test_a_transport_failure_is_never_a_store_failure(
+    tmp_path: Path, access_log: AccessLog
+) -> None:
+    app = Observe(LeavingApp(Settings(storage_url=str(tmp_path), jwt_secret=SECRET)))
+    scope = {"type": "http", "method": "GET", "path": "/elsewhere", "headers": []}
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("reset by peer")
+
+    def upstream_errors() -> float:
+        return metric(metrics.exposition().decode(), "streamer_upstream_errors_total")
+
+    before = upstream_errors()
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    line = access_log.wait(request_id="leaving")
+    # The route the app recorded, not one matched again from the path; the first status.
+    assert (line["route"], line["status"], line["code"]) == (ROUTE, 200, None)
+    assert line["outcome"] == "client_disconnect"
+    assert upstream_errors() == before
+    assert metric(metrics.exposition().decode(), "streamer_active_streams") == 0
+
+
+@pytest.mark.anyio
+async def test_the_store_pushes_its_retries_when_it_makes_them() -> None:
+    flaky, counts = Flaky(break_after=3000, breaks=2), Counts()
+    before = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    reader = RetryingReader(flaky.open_at, 0, counts, retries=3, backoff_s=0)
+    assert await read_all(reader) == DATA
+    after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
+    assert after - before == counts.retries == 2
