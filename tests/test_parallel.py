@@ -28,8 +28,10 @@ class Source:
     """Opens bodies of `data`; counts opens, reads and closes; `delivered` is set (and
     replaced) whenever a body returns bytes."""
 
-    def __init__(self, data: bytes, *, fail: Exception | None = None, fail_at: int = -1) -> None:
-        self.data, self.fail, self.fail_at = data, fail, fail_at
+    def __init__(
+        self, data: bytes, *, fail: Exception | None = None, fail_at: int = -1, turns: int = 1
+    ) -> None:
+        self.data, self.fail, self.fail_at, self.turns = data, fail, fail_at, turns
         self.opened: list[tuple[int, int]] = []
         self.reads = 0
         self.closed = 0
@@ -45,8 +47,9 @@ class Body:
         self.source, self.position, self.end = source, start, end
 
     async def read(self, size: int) -> bytes:
-        await checkpoint()
         source = self.source
+        for _ in range(source.turns):  # a store slower than a consumer that never waits
+            await checkpoint()
         if source.fail is not None and self.position <= source.fail_at < self.end:
             raise source.fail
         data = source.data[self.position : min(self.position + size, self.end)]
@@ -171,7 +174,7 @@ async def test_a_slow_consumer_keeps_one_part_in_flight_and_one_read() -> None:
 
 async def test_a_fast_consumer_grows_the_parts_in_flight() -> None:
     data = pattern(8 * MiB)
-    source, ceiling = Source(data), ReadAhead(64 * MiB)
+    source, ceiling = Source(data, turns=20), ReadAhead(64 * MiB)
     with anyio.fail_after(30):
         async with reader(source, ceiling=ceiling) as parts:
             assert await drain(parts, 64 * KiB) == data
@@ -343,3 +346,51 @@ async def test_a_part_cut_once_is_resumed_at_its_byte() -> None:
             got = await drain(parts, 64 * KiB)
     assert sha(got) == sha(data)
     assert 512 * KiB + 100 in opened
+
+
+async def test_a_consumer_that_turns_slow_holds_its_allowance_then_one_read() -> None:
+    """Accounting: bytes held never pass one read plus the allowance; once the consumer
+    comes back only after the store has done all it may, the allowance drains away."""
+    data = pattern(16 * MiB)
+    source, ceiling = Source(data, turns=20), ReadAhead(64 * MiB)
+    got = bytearray()
+    with anyio.fail_after(30):
+        async with reader(source, ceiling=ceiling) as parts:
+            while len(got) < 2 * MiB:  # fast: the store is the slower side
+                got += await parts.read(64 * KiB)
+            grown = parts.allowance
+            assert grown > 64 * KiB
+            assert parts.in_flight > 1
+            while chunk := await quietly(parts):  # slow
+                got += chunk
+                assert parts.held <= 64 * KiB + parts.allowance
+                assert parts.allowance <= grown
+                assert ceiling.used == parts.allowance
+                if len(got) >= 2 * MiB + 4 * grown:
+                    assert parts.allowance == 0
+                    assert parts.held <= 64 * KiB
+                    assert parts.in_flight <= 1
+            assert parts.peak_held <= 64 * KiB + parts.peak_allowance
+    assert got == data
+    assert ceiling.used == 0
+
+
+async def quietly(parts: ParallelReader) -> bytes:
+    """A slow consumer: back only once no part reads."""
+    await parts.quiet()
+    return await parts.read(64 * KiB)
+
+
+async def test_a_slow_consumer_never_holds_more_than_one_read() -> None:
+    data = pattern(4 * MiB)
+    source, ceiling = Source(data, turns=20), ReadAhead(64 * MiB)
+    got = bytearray()
+    with anyio.fail_after(30):
+        async with reader(source, ceiling=ceiling) as parts:
+            while chunk := await quietly(parts):
+                got += chunk
+                assert parts.held <= 64 * KiB
+            assert parts.peak_held <= 64 * KiB
+            assert parts.peak_in_flight == 1
+            assert parts.peak_allowance == 0
+    assert got == data
