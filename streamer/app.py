@@ -14,6 +14,7 @@ from .allocator import freeze_startup_objects, tune_allocator
 from .asgi import Receive, Send
 from .asgi import Scope as Scope
 from .auth import Authenticator, TokenCache
+from .budget import Budget, process_limit, settle, stream_bytes
 from .catalog import Catalog
 from .config import Settings, load_settings
 from .cursors import CursorCodec, cursor_keys
@@ -37,7 +38,8 @@ class Streamer:
         self.tokens = TokenCache(self.auth)
         self._store: Store | None = store
         self._catalog: Catalog | None = None
-        self.slots = StreamSlots(settings.max_streams)
+        self.budget = Budget()  # its total is planned at start-up, once the store is open
+        self.slots = StreamSlots(settings.max_streams, self.budget)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
 
@@ -71,6 +73,7 @@ class Streamer:
                     await self.auth.start()
                     await self.store.ping()
                     await self.catalog.start()
+                    self._plan_memory()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -83,6 +86,14 @@ class Streamer:
                     await self._store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _plan_memory(self) -> None:
+        """The memory budget (streamer.budget), and the read-ahead ceiling inside it."""
+        settings = self.settings
+        limit = process_limit(settings.memory_limit, settings.workers)
+        stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
+        planned = settle(self.budget, limit, settings.readahead_bytes, stream)
+        self.store.read_ahead.limit = planned.read_ahead
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The checks every route shares, in the spec's order: the route, the method, the

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
+from .budget import BudgetTooSmall, plan, process_limit, resident_bytes, stream_bytes
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
 from .cursors import random_key
 from .storage import Store, StoreUnreachable
@@ -42,13 +43,18 @@ def _check_listen(host: str, port: int) -> None:
 
 async def _preflight(settings: Settings) -> None:
     """Everything `serve` refuses to start without: an address to listen on, keys loaded,
-    the store reachable."""
+    the store reachable, a memory limit that holds the idle process and one stream."""
     _check_listen(settings.host, settings.port)
     auth = Authenticator(settings)
     await auth.start()
     store = Store.from_url(settings.storage_url)
     try:
         await store.ping()
+        from . import app  # noqa: F401  (a worker's modules: its idle RSS, near enough)
+
+        stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
+        limit = process_limit(settings.memory_limit, settings.workers)
+        plan(limit, resident_bytes(), settings.readahead_bytes, stream)
     finally:
         await store.aclose()
 
@@ -56,7 +62,7 @@ async def _preflight(settings: Settings) -> None:
 def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
     try:
         asyncio.run(_preflight(settings))
-    except (ConfigError, StoreUnreachable) as exc:
+    except (ConfigError, StoreUnreachable, BudgetTooSmall) as exc:
         return _fail(str(exc))
     # Worker processes build their app from the environment: hand them the flags there.
     for name, value in flags.items():
