@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(opts, Path(work))
     print(report(result))
     if opts.out:
-        opts.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS  # statuses are ints
+        opts.out.write_bytes(orjson.dumps(result, option=options))
     return 0 if result["slow"]["pass"] and result["mix"]["pass"] else 1
 
 

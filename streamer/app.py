@@ -92,7 +92,9 @@ class Streamer:
         settings = self.settings
         limit = process_limit(settings.memory_limit, settings.workers)
         stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
-        planned = settle(self.budget, limit, settings.readahead_bytes, stream)
+        # Only S3 and GCS read ahead (storage.parallel): elsewhere the ceiling is 0.
+        ahead = settings.readahead_bytes if self.store.kind in ("s3", "gs") else 0
+        planned = settle(self.budget, limit, ahead, stream)
         self.store.read_ahead.limit = planned.read_ahead
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

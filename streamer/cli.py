@@ -54,7 +54,8 @@ async def _preflight(settings: Settings) -> None:
 
         stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
         limit = process_limit(settings.memory_limit, settings.workers)
-        plan(limit, resident_bytes(), settings.readahead_bytes, stream)
+        ahead = settings.readahead_bytes if store.kind in ("s3", "gs") else 0
+        plan(limit, resident_bytes(), ahead, stream)
     finally:
         await store.aclose()
 
