@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,6 +136,35 @@ def test_a_download_beyond_the_budget_is_503_and_one_within_it_is_served(
     assert response.status_code == 200
     assert response.content
     assert budget.used == 0
+
+
+def test_a_running_download_holds_its_bytes_and_finishes_while_others_are_refused(
+    big_store: tuple[str, bytes],
+    settings_server: Callable[..., Running],
+    make_token: TokenFactory,
+) -> None:
+    root, log = big_store
+    limit = resident_bytes() + MARGIN + 256 * MiB
+    running = settings_server(
+        Settings(storage_url=root, jwt_secret=SECRET, catalog_ttl_s=0), memory_limit=limit
+    )
+    budget, one = running.app.budget, stream_bytes(MiB, 4)
+    url = running.url + "/api/v1/models/mdl-big/training-metrics/logs/download"
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    with (
+        budget.reserve((budget.free or 0) - one - one // 2),  # room for one stream and a half
+        httpx.stream("GET", url, headers=headers, timeout=60) as first,
+    ):
+        assert first.status_code == 200
+        body = first.iter_bytes()
+        got = bytearray(next(body))  # it runs: its client reads no further for now
+        refused = httpx.get(url, headers=headers, timeout=60)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["code"] == "overloaded"
+        for chunk in body:
+            got += chunk
+    assert got == log  # the running download never failed for it
 
 
 def test_serve_refuses_a_limit_below_the_idle_process(local_store: str) -> None:
