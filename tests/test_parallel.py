@@ -394,3 +394,26 @@ async def test_a_slow_consumer_never_holds_more_than_one_read() -> None:
             assert parts.peak_in_flight == 1
             assert parts.peak_allowance == 0
     assert got == data
+
+
+async def test_a_slow_consumer_that_waits_now_and_then_keeps_a_read_ahead_of_one_read() -> None:
+    """A wait on the store now and then (a stall, a part's first byte) grows the allowance
+    by one read, and the reads without a wait after it take it back: waits do not add up to
+    parts held ahead of a slow client."""
+    data = pattern(8 * MiB)
+    source, ceiling = Source(data, turns=20), ReadAhead(64 * MiB)
+    got = bytearray()
+    with anyio.fail_after(30):
+        async with reader(source, ceiling=ceiling) as parts:
+            step = 0
+            while chunk := await quietly(parts):
+                got += chunk
+                step += 1
+                if step % 8 == 0:  # back at once: the head's next read is under way
+                    got += await parts.read(64 * KiB)
+                assert parts.held <= 64 * KiB + parts.allowance
+            assert parts.peak_allowance == 64 * KiB
+            assert parts.peak_held <= 2 * 64 * KiB
+            assert parts.peak_in_flight <= 2
+    assert got == data
+    assert ceiling.used == 0
