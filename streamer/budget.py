@@ -9,12 +9,13 @@ The rules this module keeps:
   the event loop's own). Of that, the process-wide read-ahead ceiling takes at most half
   (`plan`); the rest is for reservations. A limit below the idle process, the margin and
   one stream is refused (`BudgetTooSmall`): `serve` exits 2 on it.
-- Reserve before reading. A stream reserves its bound (`stream_bytes`: its chunks, and
-  the buffers its encoding or inflating needs) before it reads a byte; Get Logs scans and
-  inflation buffers reserve theirs (`Budget.reserve`). A reservation that does not fit
-  is refused with `Overloaded` (503 with Retry-After); one that was granted is never
-  taken back, so a running download never fails for memory: read-ahead, the one use
-  that grows and shrinks, keeps inside its ceiling instead (`storage.parallel`).
+- Reserve before reading. A download reserves its bound (`stream_bytes`: its chunks, and
+  the buffers its encoding, compressing or inflating needs) before it reads a byte; other
+  work that holds memory (a Get Logs scan, an inflation buffer) reserves it through the
+  same `Budget.reserve` (a handler reaches it as `slots.budget`). A reservation that
+  does not fit is refused with `Overloaded` (503 with Retry-After); one that was granted
+  is never taken back, so a running download never fails for memory: read-ahead, the one
+  use that grows and shrinks, keeps inside its ceiling instead (`storage.parallel`).
 - Without a limit every reservation is granted, and still counted.
 """
 
