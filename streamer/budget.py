@@ -2,8 +2,8 @@
 
 The rules this module keeps:
 - One limit. `STREAMER_MEMORY_LIMIT`, else the container's cgroup limit (v2 `memory.max`,
-  v1 `memory.limit_in_bytes`; `max` or a huge number is none), else none; shared evenly
-  by the workers of one container.
+  v1 `memory.limit_in_bytes`; `max` or a huge number is none), else none; what the
+  supervisor of several workers leaves is shared evenly by them (`process_limit`).
 - What requests may use is the limit less the idle process (its RSS once the store is
   open, `resident_bytes`) and a `MARGIN` (the allocator's waste, a collection's garbage,
   the event loop's own). Of that, the process-wide read-ahead ceiling takes at most half
@@ -32,6 +32,7 @@ from .errors import Overloaded
 MiB = 1024 * 1024
 MARGIN = 32 * MiB
 NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+TRACKER = 16 * MiB  # multiprocessing's resource tracker beside several workers (13 MiB)
 CODING_STATE = 256 * 1024  # zlib's state for one stream, either way, and its slack
 
 
@@ -52,10 +53,11 @@ def cgroup_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return None
 
 
-def resident_bytes() -> int:
-    """This process's resident set size now (0 where the system does not tell)."""
+def resident_bytes(pid: int | None = None) -> int:
+    """The resident set size of this process (or `pid`) now; 0 where the system does not
+    tell."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
@@ -108,10 +110,14 @@ def plan(limit: int | None, idle: int, read_ahead: int, stream: int, margin: int
     return Plan(limit, idle, ahead, spare - ahead)
 
 
-def process_limit(configured: int | None, workers: int = 1) -> int | None:
-    """This process's share of the limit: the configured one or the cgroup's."""
+def process_limit(configured: int | None, workers: int = 1, supervisor: int = 0) -> int | None:
+    """A worker's share of the limit (the configured one or the cgroup's): with several
+    workers, what is left beside their `supervisor` (its RSS) and multiprocessing's
+    resource tracker, shared evenly."""
     limit = configured if configured is not None else cgroup_limit()
-    return None if limit is None else limit // max(1, workers)
+    if limit is None or workers <= 1:
+        return limit
+    return max(0, limit - supervisor - TRACKER) // workers
 
 
 def settle(budget: Budget, limit: int | None, read_ahead: int, stream: int) -> Plan:

@@ -53,7 +53,9 @@ async def _preflight(settings: Settings) -> None:
         from . import app  # noqa: F401  (a worker's modules: its idle RSS, near enough)
 
         stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
-        limit = process_limit(settings.memory_limit, settings.workers)
+        # With several workers this process is their supervisor, about this size.
+        supervisor = resident_bytes() if settings.workers > 1 else 0
+        limit = process_limit(settings.memory_limit, settings.workers, supervisor)
         ahead = settings.readahead_bytes if store.kind in ("s3", "gs") else 0
         plan(limit, resident_bytes(), ahead, stream)
     finally:

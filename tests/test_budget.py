@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,13 +47,16 @@ def test_the_cgroup_limit_is_found(tmp_path: Path, files: dict[str, str], expect
     assert cgroup_limit(tmp_path) == expected
 
 
-def test_a_configured_limit_wins_and_workers_share_it() -> None:
+def test_a_configured_limit_wins_and_workers_share_what_their_supervisor_leaves() -> None:
     assert process_limit(512 * MiB) == 512 * MiB
-    assert process_limit(512 * MiB, workers=4) == 128 * MiB
+    assert process_limit(512 * MiB, workers=1, supervisor=50 * MiB) == 512 * MiB
+    # 50 MiB of supervisor, 16 MiB of resource tracker.
+    assert process_limit(512 * MiB, workers=2, supervisor=50 * MiB) == 223 * MiB
 
 
 def test_resident_bytes_are_measured() -> None:
     assert resident_bytes() > 10 * MiB
+    assert resident_bytes(os.getpid()) > 10 * MiB
 
 
 def test_a_stream_reserves_its_chunks_and_its_coding() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.budget import MARGIN, plan, stream_bytes
+from streamer.budget import MARGIN, plan, process_limit, stream_bytes
 from tests.test_deploy import KUBERNETES, KUSTOMIZATIONS, Doc, env_of, load, pod_specs, render
 
 MiB = 1024 * 1024
@@ -14,6 +14,7 @@ MiB = 1024 * 1024
 # at the default chunks (json, inflating a gzip log, compressing the response), rounded up.
 IDLE_MIB = {"file": 53, "s3": 96, "gs": 90}
 STREAM_MIB = 8
+SUPERVISOR_MIB = 50  # uvicorn's supervisor of several workers
 FOLDERS = [*KUSTOMIZATIONS, KUBERNETES / "sidecar"]
 
 
@@ -40,7 +41,8 @@ def test_memory_limits_follow_the_sizing_formula(folder: Path) -> None:
         streams, workers = int(env["STREAMER_MAX_STREAMS"]), int(env["STREAMER_WORKERS"])
         limit = streamer["resources"]["limits"]["memory"]
         assert limit.endswith("Mi")
-        per_worker = int(limit[:-2]) * MiB // workers
+        supervisor = SUPERVISOR_MIB * MiB if workers > 1 else 0
+        per_worker = process_limit(int(limit[:-2]) * MiB, workers, supervisor) or 0
         idle = IDLE_MIB[kind] * MiB
         assert per_worker >= idle + MARGIN + ahead + streams * STREAM_MIB * MiB
         # The budget planned from that limit holds the read-ahead asked for and every stream.
