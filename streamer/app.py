@@ -14,7 +14,7 @@ from .allocator import freeze_startup_objects, tune_allocator
 from .asgi import Receive, Send
 from .asgi import Scope as Scope
 from .auth import Authenticator, TokenCache
-from .budget import Budget, process_limit, resident_bytes, settle, stream_bytes
+from .budget import Budget, plan_process, resident_bytes
 from .catalog import Catalog
 from .config import Settings, load_settings
 from .cursors import CursorCodec, cursor_keys
@@ -89,13 +89,9 @@ class Streamer:
 
     def _plan_memory(self) -> None:
         """The memory budget (streamer.budget), and the read-ahead ceiling inside it."""
-        settings = self.settings
-        supervisor = resident_bytes(os.getppid()) if settings.workers > 1 else 0
-        limit = process_limit(settings.memory_limit, settings.workers, supervisor)
-        stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
-        # Only S3 and GCS read ahead (storage.parallel): elsewhere the ceiling is 0.
-        ahead = settings.readahead_bytes if self.store.kind in ("s3", "gs") else 0
-        planned = settle(self.budget, limit, ahead, stream)
+        supervisor = resident_bytes(os.getppid()) if self.settings.workers > 1 else 0
+        planned = plan_process(self.settings, self.store.kind, supervisor)
+        self.budget.total = planned.requests
         self.store.read_ahead.limit = planned.read_ahead
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

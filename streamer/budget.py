@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import Settings
 from .errors import Overloaded
 
 MiB = 1024 * 1024
@@ -120,12 +121,13 @@ def process_limit(configured: int | None, workers: int = 1, supervisor: int = 0)
     return max(0, limit - supervisor - TRACKER) // workers
 
 
-def settle(budget: Budget, limit: int | None, read_ahead: int, stream: int) -> Plan:
-    """Plan this process's limit from its RSS now (call it once the store is open) and
-    give `budget` its total; the plan's `read_ahead` is for the store's ceiling."""
-    planned = plan(limit, resident_bytes(), read_ahead, stream)
-    budget.total = planned.requests
-    return planned
+def plan_process(settings: Settings, store_kind: str, supervisor: int = 0) -> Plan:
+    """The plan of a worker whose store (of `store_kind`) is open now, from its RSS now:
+    its share of the limit, read-ahead only where parallel reads run (S3, GCS)."""
+    limit = process_limit(settings.memory_limit, settings.workers, supervisor)
+    ahead = settings.readahead_bytes if store_kind in ("s3", "gs") else 0
+    stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
+    return plan(limit, resident_bytes(), ahead, stream)
 
 
 class Budget:

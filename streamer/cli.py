@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
-from .budget import BudgetTooSmall, plan, process_limit, resident_bytes, stream_bytes
+from .budget import BudgetTooSmall, plan_process, resident_bytes
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
 from .cursors import random_key
 from .storage import Store, StoreUnreachable
@@ -52,12 +52,9 @@ async def _preflight(settings: Settings) -> None:
         await store.ping()
         from . import app  # noqa: F401  (a worker's modules: its idle RSS, near enough)
 
-        stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
         # With several workers this process is their supervisor, about this size.
         supervisor = resident_bytes() if settings.workers > 1 else 0
-        limit = process_limit(settings.memory_limit, settings.workers, supervisor)
-        ahead = settings.readahead_bytes if store.kind in ("s3", "gs") else 0
-        plan(limit, resident_bytes(), ahead, stream)
+        plan_process(settings, store.kind, supervisor)
     finally:
         await store.aclose()
 

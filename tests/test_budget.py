@@ -16,6 +16,7 @@ from streamer.budget import (
     BudgetTooSmall,
     cgroup_limit,
     plan,
+    plan_process,
     process_limit,
     resident_bytes,
     stream_bytes,
@@ -81,6 +82,18 @@ def test_a_limit_without_room_for_one_stream_is_refused() -> None:
     assert plan(132 * MiB, 96 * MiB, 256 * MiB, 4 * MiB).requests == 4 * MiB  # exactly one
     with pytest.raises(BudgetTooSmall, match=r"STREAMER_MEMORY_LIMIT: 131 MiB .* 132 MiB"):
         plan(131 * MiB, 96 * MiB, 256 * MiB, 4 * MiB)
+
+
+def test_a_process_plans_read_ahead_only_where_parallel_reads_run() -> None:
+    settings = Settings(memory_limit=4096 * MiB, readahead_bytes=128 * MiB)
+    assert plan_process(settings, "s3").read_ahead == 128 * MiB
+    assert plan_process(settings, "gs").read_ahead == 128 * MiB
+    assert plan_process(settings, "other").read_ahead == 0  # a local folder
+    local = plan_process(settings, "memory")
+    assert local.read_ahead == 0
+    assert local.requests == 4096 * MiB - local.idle - MARGIN
+    unset = plan_process(replace(settings, memory_limit=None), "s3")
+    assert (unset.limit is None) == (cgroup_limit() is None)  # the machine's own, if any
 
 
 def test_reservations_that_do_not_fit_are_overloaded() -> None:
