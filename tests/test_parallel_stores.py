@@ -91,56 +91,6 @@ async def test_parts_come_in_order(proxied: Faulty, start: int, end: int) -> Non
     assert proxied.proxy.connections > 1  # parts in flight together need connections
 
 
-READ = 256 * 1024
-
-
-async def slowly(reader: ParallelReader) -> bytes:
-    """A consumer slower than the store: back only once no part reads."""
-    await reader.quiet()
-    return await reader.read(READ)
-
-
-@pytest.mark.anyio
-async def test_a_slow_consumer_holds_one_read_and_no_part_ahead(proxied: Faulty) -> None:
-    store = small_parts(proxied.store(streams=8))
-    got = bytearray()
-    try:
-        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reader:
-            assert isinstance(reader, ParallelReader)
-            while chunk := await slowly(reader):
-                got += chunk
-                assert reader.held <= READ
-                assert store.read_ahead.used == 0
-            assert reader.peak_held <= READ
-            assert reader.peak_in_flight == 1
-    finally:
-        await store.aclose()
-    assert sha(bytes(got)) == sha(LOG)
-
-
-@pytest.mark.anyio
-async def test_a_consumer_that_turns_slow_gives_its_read_ahead_back(proxied: Faulty) -> None:
-    store = small_parts(proxied.store(streams=8))
-    got = bytearray()
-    try:
-        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reader:
-            assert isinstance(reader, ParallelReader)
-            while len(got) < 2 * MiB or not reader.allowance:  # fast: it waits on the store
-                chunk = await reader.read(READ)
-                assert chunk, "the read-ahead never grew"
-                got += chunk
-            grown = reader.allowance
-            while chunk := await slowly(reader):
-                got += chunk
-                assert reader.held <= READ + reader.allowance <= READ + grown
-                assert store.read_ahead.used == reader.allowance
-            assert reader.peak_held <= READ + reader.peak_allowance
-    finally:
-        await store.aclose()
-    assert sha(bytes(got)) == sha(LOG)
-    assert store.read_ahead.used == 0
-
-
 @pytest.mark.anyio
 async def test_a_part_cut_once_is_resumed(proxied: Faulty) -> None:
     proxied.proxy.cut_after, proxied.proxy.cuts = 300 * 1024, 1

@@ -13,7 +13,6 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from streamer.encoders import LineEncoder
 from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump, read_size
-from streamer.storage import ParallelReader, ReadAhead
 
 pytestmark = pytest.mark.anyio
 
@@ -333,72 +332,3 @@ async def test_a_slow_client_costs_the_server_at_most_its_bound_in_chunks(
     assert transport.received > chunk_size * chunks  # the head and every byte
     assert max(steady) == held, steady
     assert source.peak <= held + 1 <= buffer_chunks, source.peak
-
-
-class CountedPart:
-    """A part's body for a ParallelReader: reads of counted chunks."""
-
-    def __init__(self, start: int, end: int, peaks: list[int]) -> None:
-        self.left, self.peaks = end - start, peaks
-
-    async def read(self, size: int) -> bytes:
-        await anyio.lowlevel.checkpoint()
-        size = min(size, self.left)
-        self.left -= size
-        chunk = Counted(b"x" * size)
-        self.peaks.append(Counted.alive)
-        return chunk
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def test_a_slow_client_of_parallel_reads_costs_at_most_its_bound() -> None:
-    # SPEC 4 and 7 on S3 and GCS: the parallel reader's parts are read only as the client
-    # drains, so a slow client's stream holds its bound, never a part it is not draining.
-    chunk_size, chunks, buffer_chunks = 256 * 1024, 24, 4
-    Counted.alive = 0
-    peaks: list[int] = []
-    ceiling = ReadAhead(64 * chunk_size)
-    parts = ParallelReader(
-        lambda start, end: CountedPart(start, end, peaks),
-        0,
-        chunk_size * chunks,
-        ceiling,
-        read_size=chunk_size,
-        unit=2 * chunk_size,
-        grow_after=chunk_size,
-    )
-    transport = Transport()
-    cycle = uvicorn_cycle(transport)
-    start: Message = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-length", str(chunk_size * chunks).encode())],
-    }
-    done = anyio.Event()
-
-    async def download() -> None:
-        async with parts:
-            await pump(
-                parts,
-                start,
-                cycle.send,  # type: ignore[arg-type]
-                Client().receive,
-                chunk_size=chunk_size,
-                buffer_chunks=buffer_chunks,
-                ahead=False,  # as the download handler reads a ParallelReader
-            )
-        done.set()
-
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(download)
-            while not done.is_set():
-                await anyio.wait_all_tasks_blocked()  # the client is slower than the store
-                transport.take(40_000)
-    assert transport.received > chunk_size * chunks
-    assert max(peaks) <= buffer_chunks, peaks
-    assert parts.peak_held <= chunk_size
-    assert parts.peak_allowance == 0 and parts.peak_in_flight == 1
-    assert ceiling.used == 0
