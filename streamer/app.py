@@ -13,6 +13,7 @@ from .allocator import freeze_startup_objects, tune_allocator
 from .asgi import Receive, Send
 from .asgi import Scope as Scope
 from .auth import Authenticator, TokenCache
+from .budget import Budget, plan_process, resident_bytes
 from .catalog import Catalog
 from .config import Settings, load_settings
 from .cors import Cors
@@ -36,7 +37,8 @@ class Streamer:
         self.tokens = TokenCache(self.auth)
         self._store: Store | None = store
         self._catalog: Catalog | None = None
-        self.slots = StreamSlots(settings.max_streams)
+        self.budget = Budget()  # its total is planned at start-up, once the store is open
+        self.slots = StreamSlots(settings.max_streams, self.budget)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
 
@@ -70,6 +72,7 @@ class Streamer:
                     await self.auth.start()
                     await self.store.ping()
                     await self.catalog.start()
+                    self._plan_memory()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -82,6 +85,13 @@ class Streamer:
                     await self._store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _plan_memory(self) -> None:
+        """The memory budget (streamer.budget), and the read-ahead ceiling inside it."""
+        supervisor = resident_bytes(os.getppid()) if self.settings.workers > 1 else 0
+        planned = plan_process(self.settings, self.store.kind, supervisor)
+        self.budget.total = planned.requests
+        self.store.read_ahead.limit = planned.read_ahead
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The checks every route shares, in the spec's order: the route, the method, the

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .auth import MIN_SECRET_BYTES, Authenticator, issue_token
+from .budget import BudgetTooSmall, plan_process, resident_bytes
 from .config import ENV_PREFIX, ConfigError, Settings, add_arguments, load_settings
 from .cursors import random_key
 from .storage import Store, StoreUnreachable
@@ -52,14 +53,20 @@ def _check_listen(host: str, port: int) -> None:
 
 
 async def _preflight(settings: Settings) -> None:
-    """Everything `serve` refuses to start without: keys loaded, the store reachable, an
-    address to listen on. The address comes last, so that a wrong key or store is reported
-    as such even while another process holds the port."""
+    """Everything `serve` refuses to start without: keys loaded, the store reachable, a
+    memory limit that holds the idle process and one stream, an address to listen on. The
+    address comes last, so that a wrong key or store is reported as such even while
+    another process holds the port."""
     auth = Authenticator(settings)
     await auth.start()
     store = Store.from_url(settings.storage_url)
     try:
         await store.ping()
+        from . import app  # noqa: F401  (a worker's modules: its idle RSS, near enough)
+
+        # With several workers this process is their supervisor, about this size.
+        supervisor = resident_bytes() if settings.workers > 1 else 0
+        plan_process(settings, store.kind, supervisor)
     finally:
         await store.aclose()
     _check_listen(settings.host, settings.port)
@@ -108,7 +115,7 @@ def log_config() -> dict[str, Any]:
 def _serve(settings: Settings, flags: dict[str, str | None]) -> int:
     try:
         asyncio.run(_preflight(settings))
-    except (ConfigError, StoreUnreachable) as exc:
+    except (ConfigError, StoreUnreachable, BudgetTooSmall) as exc:
         return _fail(str(exc))
     # Worker processes build their app from the environment: hand them the flags there.
     for name, value in flags.items():

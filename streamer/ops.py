@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import anyio
 
 from .auth import Authenticator
+from .budget import Budget
 from .errors import Overloaded
 from .storage import Store
 
@@ -129,19 +130,23 @@ class Readiness:
 
 
 class StreamSlots:
-    """At most `limit` downloads at once in this process; beyond it, 503 overloaded."""
+    """At most `limit` downloads at once in this process, each holding its bytes of the
+    memory `budget`; beyond either, 503 overloaded."""
 
-    def __init__(self, limit: int, retry_after_s: int = 1) -> None:
+    def __init__(self, limit: int, budget: Budget | None = None, retry_after_s: int = 1) -> None:
         self.limit = limit
+        self.budget = budget if budget is not None else Budget(None, retry_after_s)
         self.retry_after_s = retry_after_s
         self.active = 0
 
     @contextmanager
-    def take(self) -> Iterator[None]:
+    def take(self, size: int = 0) -> Iterator[None]:
+        """A slot and `size` bytes of the budget for the block."""
         if self.active >= self.limit:
             raise Overloaded(self.retry_after_s)
-        self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
+        with self.budget.reserve(size):
+            self.active += 1
+            try:
+                yield
+            finally:
+                self.active -= 1

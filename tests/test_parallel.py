@@ -28,8 +28,10 @@ class Source:
     """Opens bodies of `data`; counts opens, reads and closes; `delivered` is set (and
     replaced) whenever a body returns bytes."""
 
-    def __init__(self, data: bytes, *, fail: Exception | None = None, fail_at: int = -1) -> None:
-        self.data, self.fail, self.fail_at = data, fail, fail_at
+    def __init__(
+        self, data: bytes, *, fail: Exception | None = None, fail_at: int = -1, turns: int = 1
+    ) -> None:
+        self.data, self.fail, self.fail_at, self.turns = data, fail, fail_at, turns
         self.opened: list[tuple[int, int]] = []
         self.reads = 0
         self.closed = 0
@@ -45,8 +47,9 @@ class Body:
         self.source, self.position, self.end = source, start, end
 
     async def read(self, size: int) -> bytes:
-        await checkpoint()
         source = self.source
+        for _ in range(source.turns):  # a store slower than a consumer that never waits
+            await checkpoint()
         if source.fail is not None and self.position <= source.fail_at < self.end:
             raise source.fail
         data = source.data[self.position : min(self.position + size, self.end)]
@@ -171,7 +174,7 @@ async def test_a_slow_consumer_keeps_one_part_in_flight_and_one_read() -> None:
 
 async def test_a_fast_consumer_grows_the_parts_in_flight() -> None:
     data = pattern(8 * MiB)
-    source, ceiling = Source(data), ReadAhead(64 * MiB)
+    source, ceiling = Source(data, turns=20), ReadAhead(64 * MiB)
     with anyio.fail_after(30):
         async with reader(source, ceiling=ceiling) as parts:
             assert await drain(parts, 64 * KiB) == data

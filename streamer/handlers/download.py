@@ -8,6 +8,7 @@ from starlette.datastructures import Headers
 
 from ..asgi import Receive, Scope, Send
 from ..auth import Principal, authorize
+from ..budget import stream_bytes
 from ..catalog import valid_model_id
 from ..coding import Chain, GzipEncoder
 from ..encoders import LineEncoder
@@ -46,8 +47,22 @@ async def download(
         gzip=service.settings.gzip,
         now=datetime.now(UTC),
     )
-    with service.slots.take():
+    with service.slots.take(_memory(service, plan, method)):
         await _respond(service, plan, log.key, method, rid, receive, send)
+
+
+def _memory(service: Service, plan: ResponsePlan, method: str) -> int:
+    """The bytes of the memory budget this response holds (streamer.budget)."""
+    if method == "HEAD" or not plan.has_body:
+        return 0
+    settings = service.settings
+    return stream_bytes(
+        settings.chunk_size,
+        settings.buffer_chunks,
+        encode=plan.encode is not None,
+        deflate=plan.gzip,
+        inflate=plan.decode_gzip,
+    )
 
 
 async def _respond(

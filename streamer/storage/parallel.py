@@ -2,22 +2,23 @@
 
 The rules this module keeps:
 - In order, byte-identical. The span is cut into parts (aligned to the object's multipart
-  part size when the store tells it); each part is one ranged GET read by its own task into
-  its own buffer, and `read` hands out bytes of the first part not yet handed out only.
-- Growth only for a fast consumer. One part is in flight at first, and a part that is the
-  only one in flight reads at most one read (`read_size`) ahead of the consumer. When a
-  `read` finds no byte in hand (the consumer waits on the store) once the stream has
-  handed out `grow_after` bytes, the parts allowed in flight double, up to `MAX_PARTS`; a
-  part handed out without such a wait, the next one already complete, takes one away. The
-  first `grow_after` bytes tell nothing of the client: the socket buffers between it and
-  the server take several MiB whatever its speed. A slow consumer finds its bytes ready
-  at every read after that: it keeps one part in flight and one read buffered, within the
-  per-stream bound.
-- Read-ahead within a process-wide ceiling. A part started while another is in flight
-  (ahead) reads its whole range; its size is taken from the shared `ReadAhead` before it
-  starts and given back as its bytes are handed out or dropped. When the ceiling is
-  reached no part starts ahead: the stream goes on with one part in flight, never waiting
-  or failing for it.
+  part size when the store tells it); each part is one ranged GET read by its own task in
+  reads of `read_size`, and `read` hands out bytes of the first part not yet handed out.
+- Bytes held are bytes allowed. A stream holds (bytes read and not handed out, reads under
+  way) at most one read plus its `allowance`, bytes taken from the shared `ReadAhead`.
+  The first part not yet handed out (the head) reads when it holds nothing; the parts
+  ahead of it read only within the allowance. A slow consumer's allowance is 0: it holds
+  one read, never a part it is not draining.
+- The allowance grows only for a fast consumer. A `read` that finds the head empty (the
+  consumer waits on the store), once `grow_after` bytes went out, doubles it (one read at
+  least) within what the ceiling has left and `max_parts - 1` parts; parts in flight are
+  one plus one per part size of allowance. An allowance and a read handed out without such
+  a wait (the consumer is the slower side) halve it, given back as the bytes held beyond
+  it drain. The first `grow_after` bytes tell nothing: the socket buffers between client
+  and server take several MiB whatever its speed.
+- Read-ahead within a process-wide ceiling (`ReadAhead`, which a process sizes inside its
+  memory budget). When the ceiling is reached the allowance does not grow: the stream
+  goes on with one part in flight, never waiting or failing for it.
 - Every part keeps the single GET's guarantees: its own `RetryingReader` (resumed at its
   byte after a transient fault), pinned with the others to one version of the object
   (one shared `pin`). A part's error that was not resumed is raised by the next `read`,
@@ -54,16 +55,16 @@ GROW_AFTER = 16 * MiB  # more than the kernel's socket buffers take of a slow cl
 
 
 class ReadAhead:
-    """The process-wide ceiling on bytes read ahead of the consumers (ahead parts)."""
+    """The process-wide ceiling on bytes read ahead of the consumers (the allowances)."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
-    def take(self, size: int) -> bool:
-        if self.used + size > self.limit:
-            return False
-        self.used += size
-        return True
+    def take_up_to(self, size: int) -> int:
+        """Take `size` bytes or what is left of them; the bytes taken."""
+        taken = max(0, min(size, self.limit - self.used))
+        self.used += taken
+        return taken
 
     def give(self, size: int) -> None:
         self.used -= size
@@ -96,12 +97,12 @@ def part_bounds(start: int, end: int, unit: int = PART_SIZE) -> list[tuple[int, 
 class _Part:
     start: int
     end: int
-    ahead: bool  # started while another part was in flight: reads its whole range
-    reserved: int = 0  # bytes taken from the ceiling and not yet handed out or given back
     chunks: deque[bytes] = field(default_factory=deque)
     buffered: int = 0
+    pending: int = 0  # the read under way
     received: int = 0
     done: bool = False
+    waiting: bool = False  # for allowance
     error: Exception | None = None
 
 
@@ -127,29 +128,34 @@ class ParallelReader:
         self._read_size, self._max_parts = read_size, max_parts
         self._grow_after = max(1, grow_after)
         self._bounds = part_bounds(start, end, unit) if end > start else []
+        self._unit = max(1, max((stop - first for first, stop in self._bounds), default=1))
         self._next = 0  # index in _bounds of the next part to start
         self._parts: deque[_Part] = deque()  # started and not yet handed out, in order
-        self.window = 1  # parts allowed in flight
-        self.peak_in_flight = 0
-        self.buffered = 0  # bytes in the parts' buffers
-        self._held = 0  # of which in parts that are not ahead (one read at most)
-        self._handed_out = 0
-        self._waited = False  # the consumer waited on the current part
+        self.allowance = 0  # bytes taken from the ceiling: what may be held beyond one read
+        self.held = 0  # bytes read and not handed out, plus reads under way
+        self.buffered = 0  # of which read
+        self.peak_held = self.peak_allowance = self.peak_in_flight = 0
+        # Bytes handed out, of which since the consumer last waited; the allowance's aim.
+        self._handed_out = self._unwaited = self._target = 0
         self._arrived = anyio.Event()  # bytes came, or a part ended
-        self._taken = anyio.Event()  # the consumer took bytes
+        self._changed = anyio.Event()  # bytes handed out, the head or the allowance changed
         self._closed = False
         self._outer: TaskGroup | None = None
         self._group: TaskGroup | None = None
         self._stopped = anyio.Event()
 
     @property
-    def bounds(self) -> list[tuple[int, int]]:
-        """Every part's [start, end), in order."""
+    def bounds(self) -> list[tuple[int, int]]:  # every part's [start, end), in order
         return list(self._bounds)
 
     @property
     def in_flight(self) -> int:
         return sum(not part.done for part in self._parts)
+
+    @property
+    def window(self) -> int:
+        """Parts allowed in flight: one, and one per part size (or less) of allowance."""
+        return min(self._max_parts, 1 + -(-self.allowance // self._unit))
 
     async def __aenter__(self) -> ParallelReader:
         self._outer = anyio.create_task_group()
@@ -178,28 +184,21 @@ class ParallelReader:
             self._stopped.set()
 
     async def read(self, size: int) -> bytes:
+        grown = False
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            for part in self._parts:
-                if part.error is not None:
-                    raise part.error
+            if failed := [part.error for part in self._parts if part.error is not None]:
+                raise failed[0]
+            self._pop_done()
             if not self._parts:
                 return b""
             head = self._parts[0]
             if head.chunks:
                 return self._take(head, size)
-            if head.done:
-                self._parts.popleft()
-                if not self._waited and (not self._parts or self._parts[0].done):
-                    self.window = max(1, self.window - 1)
-                self._waited = False
-                self._fill()
-                continue
-            if self._handed_out >= self._grow_after:
-                self._waited = True
-                self.window = min(self._max_parts, self.window * 2)
-                self._fill()
+            if not grown and self._handed_out >= self._grow_after:
+                grown = True
+                self._grow()
             arrived = self._arrived
             await arrived.wait()
 
@@ -211,28 +210,61 @@ class ParallelReader:
         count = len(data)
         part.buffered -= count
         self.buffered -= count
+        self.held -= count
         self._handed_out += count
-        if part.ahead:
-            given = min(count, part.reserved)
-            part.reserved -= given
-            self._read_ahead.give(given)
-        else:
-            self._held -= count
-            self._taken.set()
-            self._taken = anyio.Event()
+        self._unwaited += count
+        if self._unwaited > self.allowance + self._read_size:
+            # An allowance and a read went out without a wait: the consumer is the slower
+            # side. The allowance halves, as fast as the bytes held beyond it drain.
+            self._unwaited = 0
+            self._target = self.allowance // 2 // self._read_size * self._read_size
+        self._pop_done()
+        self._shrink()
+        self._notify()
         return data
 
+    def _shrink(self) -> None:
+        """Give back allowance above the target that no held byte needs: the parts ahead
+        hold within it, and all of them within it and one read."""
+        head = self._parts[0] if self._parts else None
+        ahead = self.held - (head.buffered + head.pending if head else 0)
+        needed = max(self._target, ahead, self.held - self._read_size)
+        if self.allowance > needed:
+            self._read_ahead.give(self.allowance - needed)
+            self.allowance = needed
+
+    def _grow(self) -> None:
+        """Double the allowance (one read at least) within the ceiling and the parts."""
+        most = (self._max_parts - 1) * self._unit
+        self._target = min(most, max(self._read_size, 2 * self.allowance))
+        self._unwaited = 0
+        self.allowance += self._read_ahead.take_up_to(self._target - self.allowance)
+        self.peak_allowance = max(self.peak_allowance, self.allowance)
+        self._fill()
+        self._notify()
+
+    def _pop_done(self) -> None:
+        """Drop the parts at the head that were read and handed out whole."""
+        popped = False
+        while self._parts and self._parts[0].done and not self._parts[0].chunks:
+            if self._parts[0].error is not None:
+                return
+            self._parts.popleft()
+            popped = True
+        if popped:
+            if not self._parts and self._next >= len(self._bounds):
+                self._read_ahead.give(self.allowance)  # the span is handed out
+                self.allowance = 0
+            self._fill()
+
     def _fill(self) -> None:
-        """Start parts while the window allows; an ahead part only within the ceiling."""
+        """Start parts while the window allows."""
         while not self._closed and self._next < len(self._bounds):
             in_flight = self.in_flight
             if in_flight >= self.window:
                 return
             start, end = self._bounds[self._next]
-            ahead = in_flight > 0
-            if ahead and not self._read_ahead.take(end - start):
-                return
-            part = _Part(start, end, ahead, reserved=end - start if ahead else 0)
+            part = _Part(start, end)
             self._parts.append(part)
             self._next += 1
             self.peak_in_flight = max(self.peak_in_flight, in_flight + 1)
@@ -240,24 +272,41 @@ class ParallelReader:
                 raise RuntimeError("use the reader in `async with`")
             self._group.start_soon(self._fetch, part)
 
+    def _may_read(self, part: _Part, size: int) -> bool:
+        """The head reads when it holds nothing; any part within one read (the head's
+        share) plus the allowance."""
+        head = self._parts[0] is part
+        if head and not part.buffered:
+            return True
+        limit = self.allowance + (self._read_size if head else 0)
+        return self.held + size <= limit
+
     async def _fetch(self, part: _Part) -> None:
         reader = self._open_part(part.start, part.end)
         try:
             while (left := part.end - part.start - part.received) > 0:
                 size = min(self._read_size, left)
-                # A part that is not ahead holds one read at most, with the others.
-                while not part.ahead and self._held + size > self._read_size:
-                    taken = self._taken
-                    await taken.wait()
-                data = await reader.read(size)
+                while not self._may_read(part, size):
+                    part.waiting = True
+                    self._signal()  # for `quiet`
+                    changed = self._changed
+                    await changed.wait()
+                part.waiting = False
+                self.held += size  # the read under way counts as held
+                part.pending = size
+                self.peak_held = max(self.peak_held, self.held)
+                try:
+                    data = await reader.read(size)
+                finally:
+                    self.held -= size
+                    part.pending = 0
                 if not data:
                     raise OSError(f"the store's body ended {left} bytes early")
                 part.chunks.append(data)
                 part.buffered += len(data)
                 part.received += len(data)
                 self.buffered += len(data)
-                if not part.ahead:
-                    self._held += len(data)
+                self.held += len(data)
                 self._signal()
         except Exception as exc:
             part.error = exc
@@ -268,9 +317,22 @@ class ParallelReader:
             self._signal()
             self._fill()
 
+    async def quiet(self) -> None:
+        """Return once no part reads: each waits for the consumer or has ended (a consumer
+        slower than the store comes back only then)."""
+        while not self._closed and not all(part.done or part.waiting for part in self._parts):
+            arrived = self._arrived
+            await arrived.wait()
+
     def _signal(self) -> None:
         self._arrived.set()
         self._arrived = anyio.Event()
+
+    def _notify(self) -> None:
+        for part in self._parts:
+            part.waiting = False  # until it has looked again
+        self._changed.set()
+        self._changed = anyio.Event()
 
     async def aclose(self) -> None:
         """Cancel every part, close their bodies, give back their read-ahead."""
@@ -280,10 +342,9 @@ class ParallelReader:
         if self._group is not None:
             self._group.cancel_scope.cancel()
             await self._stopped.wait()
-        for part in self._parts:
-            self._read_ahead.give(part.reserved)
-            part.reserved = 0
-            part.chunks.clear()
+        self._read_ahead.give(self.allowance)
+        self.allowance = 0
         self._parts.clear()
-        self.buffered = self._held = 0
+        self.buffered = self.held = 0
         self._signal()
+        self._notify()
