@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/streamer demo --dir var/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests bench
-	$(BIN)/ruff format --check streamer tests bench
+	$(BIN)/ruff check streamer testkit tests bench
+	$(BIN)/ruff format --check streamer testkit tests bench
 	$(BIN)/mypy
 	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
 	$(BIN)/bandit -q -r streamer

@@ -35,8 +35,8 @@ from streamer.auth import (
     parse_compact,
 )
 from streamer.config import ConfigError, Settings
-from tests.conftest import JWKSServer, Running, serve_in_thread
-from tests.dataset import LOG_A2, seed
+from testkit.dataset import LOG_A2, seed
+from testkit.servers import JWKSServer, Running, serve_in_thread
 from tests.test_catalog import SpyStore
 
 SECRET = "a-test-secret-that-is-32-bytes!!"

@@ -24,7 +24,7 @@ from bench.logs import generate
 from bench.report import METRICS, defaults_text, plot_gaps_and_rss
 from bench.revision import BEFORE, REPO, Unavailable, export
 from streamer.encoders import reference_encode
-from tests.conftest import Running
+from testkit.servers import Running
 
 CASE_FIGURES = [m for m in METRICS if m != "out_mb_per_s"]
 

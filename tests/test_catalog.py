@@ -31,7 +31,7 @@ from streamer.errors import (
     RunNotFound,
 )
 from streamer.storage import ObjectInfo, Store, listing
-from tests.emulators import BUCKET
+from testkit.emulators import BUCKET
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 ORG = "org-acme"

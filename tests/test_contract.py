@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from streamer.auth import issue_token
 from streamer.encoders import FIELD_NAMES, Style, reference_encode
 from streamer.lines import time_key
-from tests.conftest import SECRET, ServerProcess, TokenFactory
-from tests.dataset import ORG, OTHER_ORG, put_run
+from testkit.dataset import ORG, OTHER_ORG, put_run
+from testkit.servers import SECRET, ServerProcess, TokenFactory
 from tests.test_openapi import schema_validator
 
 AnyCase = Case[Any]

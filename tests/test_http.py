@@ -16,8 +16,8 @@ from joserfc.jwk import OctKey
 
 from streamer.config import Settings
 from streamer.encoders import reference_encode
-from tests.conftest import SECRET, JWKSServer, Running, TokenFactory
-from tests.dataset import LOG_A1, LOG_A2, LOG_GZ, LOG_RUNNING, OTHER_ORG
+from testkit.dataset import LOG_A1, LOG_A2, LOG_GZ, LOG_RUNNING, OTHER_ORG
+from testkit.servers import SECRET, JWKSServer, Running, TokenFactory
 from tests.test_auth import claims, jwk, jwks_bytes, sign, signing_key
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"

@@ -21,8 +21,8 @@ from streamer.errors import Overloaded
 from streamer.observe import Observe
 from streamer.ops import Drain, Readiness, StreamSlots
 from streamer.pump import Message, StreamAborted
-from tests.conftest import SECRET, Running
-from tests.dataset import LOG_A2, seed
+from testkit.dataset import LOG_A2, seed
+from testkit.servers import SECRET, Running
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"

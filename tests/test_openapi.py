@@ -43,8 +43,8 @@ from streamer.pages import (
 from streamer.plan import FORMATS, REQUEST_ID
 from streamer.pump import Message
 from streamer.routes import route_name, templates
-from tests.conftest import Running
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
+from testkit.servers import Running
 from tests.test_observe import AccessLog, metric, scrape
 
 DOCUMENT_BYTES = resources.files("streamer").joinpath("openapi.json").read_bytes()

@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import SECRET, ServerProcess
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
+from testkit.servers import SECRET, ServerProcess
 from tests.test_observe import metric
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"

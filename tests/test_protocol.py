@@ -10,8 +10,8 @@ import pytest
 
 from streamer.config import Settings
 from streamer.protocol import GuardedHttpToolsProtocol
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import LOG_A1
+from testkit.dataset import LOG_A1
+from testkit.servers import SECRET, Running, serve_in_thread
 
 DOWNLOAD = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from streamer.config import Settings
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import LOG_A1, put_run
+from testkit.dataset import LOG_A1, put_run
+from testkit.servers import SECRET, Running, serve_in_thread
 from tests.test_protocol import connect, read_response, read_to_close
 
 BIG = "/api/v1/models/mdl-big/training-metrics/logs/download?run_id=run-big"

@@ -20,7 +20,7 @@ from streamer.lines import Line, time_key
 from streamer.pages import Page, PagePlan
 from streamer.seek import LogFile, read_page
 from streamer.storage import Store
-from tests.dataset import big_log
+from testkit.dataset import big_log
 from tests.test_encoders import any_log
 
 _keys = itertools.count()
@@ -305,7 +305,7 @@ def test_a_growing_log_holds_back_its_unterminated_line(tmp_path: Path) -> None:
 
 
 def _generated(size: int) -> tuple[LogFile, int]:
-    from tests.generated import put_generated
+    from testkit.generated import put_generated
 
     key = f"generated-{size}.log"
     log = put_generated("memory://seek-tests", key, size)
@@ -315,7 +315,7 @@ def _generated(size: int) -> tuple[LogFile, int]:
 @pytest.mark.parametrize("direction", ["backward", "forward"])
 def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
     """(The 100 MB walk is `python -m bench.pages --walk`: 30 s a direction here.)"""
-    from tests.generated import LINE, line
+    from testkit.generated import LINE, line
 
     file, size = _generated(5_000_000)
     pages = anyio.run(walk, file, plan(direction, 1000))
