@@ -39,8 +39,8 @@ from streamer.auth import issue_token
 from streamer.encoders import FIELD_NAMES, Style, reference_encode
 from streamer.lines import time_key
 from testkit.dataset import ORG, OTHER_ORG, put_run
+from testkit.openapi import schema_validator
 from testkit.servers import SECRET, ServerProcess, TokenFactory
-from tests.test_openapi import schema_validator
 
 AnyCase = Case[Any]
 DOCUMENT = Path(str(resources.files("streamer").joinpath("openapi.json")))

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from testkit.dataset import LOG_A2
+from testkit.observing import metric
 from testkit.servers import SECRET, ServerProcess
-from tests.test_observe import metric
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"
