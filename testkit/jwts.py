@@ -27,7 +27,7 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 
 @cache
 def private_key(kind: str) -> PrivateKey:
-    """One key per kind for the whole module: RSA generation is slow."""
+    """One key per kind for the whole process: RSA generation is slow."""
     if kind.startswith("rsa"):
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind.startswith("p256"):

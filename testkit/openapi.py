@@ -13,11 +13,7 @@ from typing import Any
 import jsonschema_rs
 
 DOCUMENT_BYTES = resources.files("streamer").joinpath("openapi.json").read_bytes()
-
-
 DOCUMENT: dict[str, Any] = json.loads(DOCUMENT_BYTES)
-
-
 DOCUMENT_URI = "urn:streamer:openapi"
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 digits = st.text("0123456789", min_size=2, max_size=2)
-
-
 timestamps = st.builds(
     lambda date, t, clock, fraction, zone: f"{date}{t}{clock}{fraction}{zone}",
     st.sampled_from(["2026-03-13", "1999-12-31", "0000-99-99", "2026-3-13", "٢٠٢٦-03-13"]),
@@ -19,8 +17,6 @@ timestamps = st.builds(
     st.sampled_from(["", ".1", ".123", ".123456789", ".", ".1a"]),
     st.sampled_from(["Z", "z", "+05:30", "-08:00", "", "+0530", "Z "]),
 )
-
-
 levels = st.sampled_from(
     [
         "INFO",
@@ -35,8 +31,6 @@ levels = st.sampled_from(
         "\uff29\uff2e\uff26\uff2f",
     ]
 )
-
-
 messages = st.lists(
     st.one_of(
         st.text(max_size=12),
