@@ -6,14 +6,17 @@ STAMP := $(VENV)/.installed-test
 RUN_STAMP := $(VENV)/.installed-run
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: venv run test lint bench image clean tools sanitize fuzz
+.PHONY: venv run test lint bench image clean tools sanitize fuzz lock lock-check deps-check
 
-# The C file too: `pip install -e` builds streamer/_speedups in place, and must again when
-# it changes.
-$(STAMP): pyproject.toml streamer/_speedups.c
+# The test set exactly as locked (every package pinned, with its hashes), then streamer itself
+# without dependencies; then the locks are checked against pyproject.toml (lock-check). The C
+# file too: `pip install -e` builds streamer/_speedups in place, and must again when it changes.
+$(STAMP): pyproject.toml requirements/test.lock streamer/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/test.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(MAKE) --no-print-directory lock-check
 	touch $@
 
 venv: $(STAMP)
@@ -30,8 +33,8 @@ run: $(RUN_STAMP)
 	$(BIN)/streamer demo --dir var/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests bench
-	$(BIN)/ruff format --check streamer tests bench
+	$(BIN)/ruff check streamer testkit tests bench
+	$(BIN)/ruff format --check streamer testkit tests bench
 	$(BIN)/mypy
 	@# Security lint; each ignore is a `# nosec BXXX` whose reason is the comment above it.
 	$(BIN)/bandit -q -r streamer
@@ -62,6 +65,46 @@ tools: $(TS_CLIENT)/node_modules/.bin/tsc
 
 test: $(STAMP) lint tools sanitize
 	$(BIN)/pytest
+
+# requirements/*.lock: every package of the runtime set and of the test set, pinned with its
+# hashes, resolved for CPython 3.11 on Linux x86_64 (the image's and CI's). The test set is
+# constrained by the runtime set, so the two agree. `make lock` takes the newest versions
+# pyproject.toml allows; `make lock-check` fails when pyproject.toml has changed since (it
+# resolves again keeping every pin, and compares). See docs/dependencies.md.
+LOCK_DIR ?= build/lock
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
+LOCK_TEST_ARGS = --extra test -c requirements/runtime.lock
+
+lock: $(STAMP)
+	$(UV_COMPILE) --upgrade -o requirements/runtime.lock
+	$(UV_COMPILE) --upgrade $(LOCK_TEST_ARGS) -o requirements/test.lock
+
+lock-check:
+	rm -rf $(LOCK_DIR) && mkdir -p $(LOCK_DIR)
+	cp requirements/runtime.lock requirements/test.lock $(LOCK_DIR)/
+	$(UV_COMPILE) -o $(LOCK_DIR)/runtime.lock
+	$(UV_COMPILE) $(LOCK_TEST_ARGS) -o $(LOCK_DIR)/test.lock
+	@cmp -s $(LOCK_DIR)/runtime.lock requirements/runtime.lock && \
+		cmp -s $(LOCK_DIR)/test.lock requirements/test.lock || \
+		{ echo "requirements/*.lock do not match pyproject.toml: run make lock" >&2; \
+		diff -u requirements/test.lock $(LOCK_DIR)/test.lock | grep '^[-+][a-z]' >&2; exit 1; }
+
+# The whole suite on the newest versions pyproject.toml allows, in a scratch venv: what the
+# next `make lock` would bring, tried before it is taken. Not part of `make test`.
+DEPS_CHECK_DIR ?= build/deps-check
+deps-check: $(STAMP) tools
+	rm -rf $(DEPS_CHECK_DIR) && mkdir -p $(DEPS_CHECK_DIR)
+	$(BIN)/uv pip compile pyproject.toml --quiet --extra test --upgrade --no-header \
+		--python-version 3.11 -o $(DEPS_CHECK_DIR)/newest.txt
+	@grep '^[a-z]' requirements/test.lock | cut -d' ' -f1 >$(DEPS_CHECK_DIR)/locked.txt; \
+	echo "newer than requirements/test.lock:"; \
+	grep '^[a-z]' $(DEPS_CHECK_DIR)/newest.txt | grep -vxFf $(DEPS_CHECK_DIR)/locked.txt || \
+		echo "  nothing"
+	$(PYTHON) -m venv $(DEPS_CHECK_DIR)/venv
+	$(DEPS_CHECK_DIR)/venv/bin/python -m pip install --quiet -r $(DEPS_CHECK_DIR)/newest.txt
+	$(DEPS_CHECK_DIR)/venv/bin/python -m pip install --quiet --no-deps -e .
+	$(DEPS_CHECK_DIR)/venv/bin/pytest
 
 # The native encoder under AddressSanitizer and UndefinedBehaviorSanitizer, built into its
 # own folder (the installed streamer/_speedups stays as it is) and fuzzed against the

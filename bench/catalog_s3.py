@@ -2,7 +2,7 @@
 
     python -m bench.catalog_s3 [--runs 2000] [--ttl 5] [--duration 90] [--rate 10] [--json]
 
-The store is moto, reached through tests.shaping.ShapingProxy at its defaults (a first-byte
+The store is moto, reached through testkit.shaping.ShapingProxy at its defaults (a first-byte
 latency per request and a bandwidth cap per connection, like S3 in-region); every request
 of the catalog is counted at the proxy. Each run has a run.json and a small training.log.
 
@@ -53,7 +53,7 @@ from streamer.catalog import Catalog
 from streamer.config import Settings
 from streamer.storage import Store
 from streamer.storage.listing import list_s3
-from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_options
+from testkit.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_options
 
 MODEL = "mdl-many"
 ORG = "org-acme"
@@ -357,7 +357,7 @@ def measure(
     change_every_s: float,
     freeze: bool = True,
 ) -> dict[str, Any]:
-    from tests.shaping import ShapingProxy
+    from testkit.shaping import ShapingProxy
 
     with moto_server() as endpoint, ShapingProxy(endpoint) as proxy:
         make_bucket("s3", **s3_options(endpoint))

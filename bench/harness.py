@@ -87,6 +87,7 @@ class Options:
     probe_duration: float = 15.0
     probe_workers: tuple[int, ...] = (1, 2)
     before: str | None = BEFORE  # the revision served beside this one (None: skip)
+    plots: bool = True  # drawn only when matplotlib is installed too (the bench extra)
 
 
 @dataclass
@@ -717,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-tune", action="store_true", help="skip the chunk/buffer sweep")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNGs")
     parser.add_argument("--work", type=Path, help="scratch folder for the artifacts")
     parser.add_argument("--small-clients", type=int, default=16, help="clients of the 4 KiB case")
     parser.add_argument("--small-duration", type=float, default=5.0, help="seconds per run")
@@ -763,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_duration=args.probe_duration,
         probe_workers=tuple(int(n) for n in args.probe_workers.split(",") if n.strip()),
         before=None if args.before == "none" else args.before,
+        plots=not args.no_plots,
     )
     out = execute(opts)
     print(json.dumps({"report": str(out / "report.md")}))

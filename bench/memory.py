@@ -168,7 +168,7 @@ def _mix(
 
 
 def measure(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from tests.emulators import fake_gcs, moto_server
+    from testkit.emulators import fake_gcs, moto_server
 
     root, logs = work / "store", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,9 @@
     python -m bench.pages [--sizes 1M,100M,1G,10G] [--s3-sizes 1M,64M] [--rounds 30]
                           [--walk 100M] [--json PATH]
 
-The logs are generated on the fly (`tests.generated`: fixed 64-byte lines, 1 ms apart) in
+The logs are generated on the fly (`testkit.generated`: fixed 64-byte lines, 1 ms apart) in
 the memory store, so a 10 GiB log costs only the bytes a page reads; the S3 logs are
-real objects in moto's server, reached through `tests/shaping.py`'s proxy with its
+real objects in moto's server, reached through `testkit/shaping.py`'s proxy with its
 defaults (20 ms first-byte latency per request, 80 MB/s per connection: S3 in-region),
 which also counts requests and bytes. streamer runs
 in this process under uvicorn on a loopback port (the memory store is this process's),
@@ -39,11 +39,11 @@ from streamer.config import Settings
 from streamer.pages import PagePlan
 from streamer.seek import LogFile, read_page
 from streamer.storage import Store
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import ORG, put_run
-from tests.emulators import BUCKET, fsspec_conf, make_bucket, moto_server
-from tests.generated import LINE, put_generated, render, timestamp
-from tests.shaping import ShapingProxy
+from testkit.dataset import ORG, put_run
+from testkit.emulators import BUCKET, fsspec_conf, make_bucket, moto_server
+from testkit.generated import LINE, put_generated, render, timestamp
+from testkit.servers import SECRET, Running, serve_in_thread
+from testkit.shaping import ShapingProxy
 
 PATH = "/api/v1/models/{}/training-metrics/logs"
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

@@ -1,4 +1,4 @@
-"""The shaping proxy (tests/shaping.py) in a process of its own.
+"""The shaping proxy (testkit/shaping.py) in a process of its own.
 
     python -m bench.proxy --upstream URL
 
@@ -72,7 +72,7 @@ class ProxyProcess:
 
 
 def main() -> None:
-    from tests.shaping import ShapingProxy
+    from testkit.shaping import ShapingProxy
 
     parser = argparse.ArgumentParser(prog="python -m bench.proxy")
     parser.add_argument("--upstream", required=True)

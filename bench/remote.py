@@ -1,10 +1,10 @@
-"""Production-shaped S3 and GCS: the emulators behind the shaping proxy (tests/shaping.py).
+"""Production-shaped S3 and GCS: the emulators behind the shaping proxy (testkit/shaping.py).
 
     python -m bench.remote [--size 1G] [--repeats 3] [--clients 256] [--rate 1e6]
                            [--duration 10] [--sweep 64M,128M,256M,512M]
                            [--sweep-clients 4] [--out DIR]
 
-moto (its ranged GetObject served from the stored bytes, tests/moto_ranged.py) and
+moto (its ranged GetObject served from the stored bytes, testkit/moto_ranged.py) and
 fake-gcs-server each sit behind a shaping proxy at its defaults (a first-byte latency and
 a bandwidth cap per connection, modelling S3 in-region), run in a process of its own
 (bench/proxy.py). One object of `--size` is written straight to each emulator. Measured,
@@ -373,7 +373,7 @@ def _herd_direct(
 
 def measure(root: Path, size: int, opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Everything this module measures, as plain data (`root` holds the seeded log)."""
-    from tests.emulators import fake_gcs, moto_server
+    from testkit.emulators import fake_gcs, moto_server
 
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -448,7 +448,7 @@ def _rounds(
 
 
 def _defaults() -> tuple[float, float]:
-    from tests.shaping import BANDWIDTH, LATENCY_S
+    from testkit.shaping import BANDWIDTH, LATENCY_S
 
     return LATENCY_S, BANDWIDTH
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -787,7 +788,8 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[s
     lines += catalog_lines(run.get("catalog") or {})
     if run["errors"]:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in run["errors"]]
-    lines += ["", "Plots: throughput.png, gaps.png, rss.png.", ""]
+    plotted = "plots" not in run["skipped"]
+    lines += ["", "Plots: throughput.png, gaps.png, rss.png." if plotted else "No plots.", ""]
     return "\n".join(lines)
 
 
@@ -926,6 +928,15 @@ def catalog_lines(catalog: dict[str, Any]) -> list[str]:
     return lines
 
 
+def plots_skipped(wanted: bool) -> str | None:
+    """Why no plots are drawn (the report says it), or None when they are."""
+    if not wanted:
+        return "skipped: --no-plots"
+    if importlib.util.find_spec("matplotlib") is None:
+        return "skipped: matplotlib not installed (the bench extra)"
+    return None
+
+
 def plots(
     run: dict[str, Any], rows: list[dict[str, Any]], gaps: dict[str, list[float]], out: Path
 ) -> None:
@@ -1008,6 +1019,9 @@ def write_report(run_obj: Any, out: Path) -> None:
     gaps: dict[str, list[float]] = run_obj.gaps
     run = {k: v for k, v in vars(run_obj).items() if k != "gaps"}
     run = orjson.loads(orjson.dumps(run))
+    unplotted = plots_skipped(run["options"].get("plots", True))
+    if unplotted:
+        run["skipped"]["plots"] = unplotted
     rows = medians(run["cases"])
     goals = targets(run, rows)
     document = {**run, "medians": rows, "targets": goals}
@@ -1015,7 +1029,8 @@ def write_report(run_obj: Any, out: Path) -> None:
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
     (out / "report.md").write_text(markdown(run, rows, goals))
-    plots(run, rows, gaps, out)
+    if not unplotted:
+        plots(run, rows, gaps, out)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 streamer (`python -m streamer serve`), the Python baselines (`python -m bench.baselines`),
 nginx (non-daemon, a generated config, its own prefix and temp dirs, sendfile on) and the
-S3 emulator (moto server, ranged GETs served from the stored bytes: tests/moto_ranged.py).
+S3 emulator (moto server, ranged GETs served from the stored bytes: testkit/moto_ranged.py).
 A server is ready once it answers HTTP; all are stopped with SIGTERM (then SIGKILL) by
 their own pid.
 """
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from tests.emulators import moto_command
+from testkit.emulators import moto_command
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@
 
 A minimal HTTP/1.1 upstream (a child process: every GET answers `size` bytes from one
 buffer) is read by `connections` concurrent raw-socket clients (threads of this process,
-`recv_into` 1 MiB), directly and through `tests.shaping.ShapingProxy` (another child
+`recv_into` 1 MiB), directly and through `testkit.shaping.ShapingProxy` (another child
 process) unshaped (no latency, no bandwidth cap) and at its defaults (20 ms, 80 MB/s per
 connection). Aggregate MB/s (10^6 bytes) of all bodies, median and runs, with the proxy's
 CPU seconds per GiB.
@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.emulators import free_port
-from tests.shaping import BANDWIDTH, BURST, LATENCY_S, ShapingProxy
+from testkit.emulators import free_port
+from testkit.shaping import BANDWIDTH, BURST, LATENCY_S, ShapingProxy
 
 _BLOCK = memoryview(bytes(4 * 1024 * 1024))
 

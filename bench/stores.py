@@ -30,7 +30,7 @@ import orjson
 from streamer.auth import issue_token
 from streamer.demo import training_log
 from streamer.storage import Store, open_ranged
-from tests.emulators import (
+from testkit.emulators import (
     BUCKET,
     Emulator,
     fake_gcs,

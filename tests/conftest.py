@@ -1,49 +1,39 @@
-"""Shared fixtures: seeded stores (local, memory, S3, GCS), tokens, streamer on a real socket."""
+"""Fixtures only: seeded stores (local, memory, S3, GCS), tokens, streamer on a real socket.
+
+The parts they wrap live in testkit/ (shared with the benchmark); tests import those parts
+from there, never from this file or from one another.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import sys
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import hypothesis
 import pytest
-import uvicorn
 
-from streamer.app import Streamer
-from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.demo import training_log
-from streamer.observe import Observe
-from streamer.protocol import GuardedHttpToolsProtocol
-from streamer.storage import Store
-from tests.dataset import ORG, put_run, seed
-from tests.emulators import (
+from testkit.dataset import put_run, seed
+from testkit.emulators import (
     BUCKET,
-    Emulator,
     fake_gcs,
-    free_port,
     fsspec_conf,
     gcs_options,
     make_bucket,
     moto_server,
     s3_options,
 )
+from testkit.servers import SECRET, JWKSServer, Running, TokenFactory, serve_in_thread
+from testkit.servers import make_token as _make_token
 
 # No test holds code to a time limit (benchmarks measure, tests check): hypothesis's
 # per-example deadline would fail a correct example on a loaded machine.
 hypothesis.settings.register_profile("streamer", deadline=None)
 hypothesis.settings.load_profile("streamer")
-
-SECRET = "test-secret-of-at-least-thirty-two-bytes!"
-TokenFactory = Callable[..., str]
 
 
 @pytest.fixture
@@ -58,15 +48,7 @@ def secret() -> str:
 
 @pytest.fixture(scope="session")
 def make_token() -> TokenFactory:
-    def make(
-        org: str = ORG,
-        permissions: tuple[str, ...] = ("model:read",),
-        sub: str = "alice",
-        ttl_s: int = 3600,
-    ) -> str:
-        return issue_token(SECRET, sub, org, list(permissions), ttl_s=ttl_s)
-
-    return make
+    return _make_token
 
 
 @pytest.fixture(scope="session")
@@ -129,53 +111,6 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return root
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@dataclass
-class Running:
-    url: str
-    app: Streamer
-
-
-def serve_in_thread(
-    settings: Settings,
-    wrap: Callable[[Observe], Any] | None = None,
-    http: type[asyncio.Protocol] = GuardedHttpToolsProtocol,
-    store: Store | None = None,
-) -> Generator[Running, None, None]:
-    """streamer under uvicorn, in a thread of this process, on a real loopback socket,
-    with the HTTP protocol `serve` uses (or `http`).
-
-    `wrap` may put ASGI middleware (a recorder, say) around the app; `store` replaces the
-    one that the settings name (a store that records its calls, say).
-    """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = Streamer(settings, store)
-    served = Observe(app) if wrap is None else wrap(Observe(app))
-    config = uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on", http=http)
-    server = _Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        if not server.ready.wait(30):
-            raise RuntimeError("streamer did not start")
-        host, port = sock.getsockname()
-        yield Running(f"http://{host}:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 @pytest.fixture(scope="session")
 def base_settings(local_store: str) -> Settings:
     return Settings(storage_url=local_store, jwt_secret=SECRET, catalog_ttl_s=0)
@@ -200,45 +135,6 @@ def settings_server() -> Iterator[Callable[..., Running]]:
     yield start
     for generator in reversed(stack):
         generator.close()
-
-
-class ServerProcess(Emulator):
-    """`streamer serve` as a child process; ready once uvicorn says it is running."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), *args]
-        super().__init__(
-            "streamer serve",
-            command,
-            "Uvicorn running on",
-            env={**os.environ, **env},
-            keep_lines=None,  # the tests read its access log
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def rss_kib(self, field: str = "VmRSS") -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise LookupError(field)
-
-
-@dataclass
-class JWKSServer:
-    httpd: ThreadingHTTPServer
-    url: str
-    document: bytes = b"{}"
-    status: int = 200
-    # When set, requests wait for it before answering (a fetch held open on demand).
-    gate: threading.Event | None = None
-    hits: int = 0
-    paths: list[str] = field(default_factory=list)  # the path of each request
-    arrived: threading.Event = field(default_factory=threading.Event)  # set at each request
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from streamer.metrics import REGISTRY
 from streamer.observe import Observe
 from streamer.pump import Message, StreamAborted
 from streamer.storage import ObjectReader, Store
-from tests.conftest import SECRET, Running, TokenFactory
-from tests.dataset import put_run
+from testkit.dataset import put_run
+from testkit.servers import SECRET, Running, TokenFactory
 
 PATH = "/api/v1/models/mdl-big/training-metrics/logs/download"
 CHUNK = 64 * 1024

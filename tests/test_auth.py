@@ -11,7 +11,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import anyio
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from joserfc import jws, jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwt
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+from joserfc.jwk import OctKey
 
 from streamer import errors
 from streamer.auth import (
@@ -35,30 +34,16 @@ from streamer.auth import (
     parse_compact,
 )
 from streamer.config import ConfigError, Settings
-from tests.conftest import JWKSServer, Running, serve_in_thread
-from tests.dataset import LOG_A2, seed
-from tests.test_catalog import SpyStore
+from testkit.dataset import LOG_A2, seed
+from testkit.jwts import FakeClock, claims, jwk, jwks_bytes, private_key, sign, signing_key
+from testkit.servers import JWKSServer, Running, serve_in_thread
+from testkit.spystore import SpyStore
 
 SECRET = "a-test-secret-that-is-32-bytes!!"
 LONG_SECRET = SECRET * 2  # 64 bytes: long enough for HS512
 ORG = "org-acme"
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
 # Keys and tokens
-
-
-@cache
-def private_key(kind: str) -> PrivateKey:
-    """One key per kind for the whole module: RSA generation is slow."""
-    if kind.startswith("rsa"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if kind.startswith("p256"):
-        return ec.generate_private_key(ec.SECP256R1())
-    if kind.startswith("p384"):
-        return ec.generate_private_key(ec.SECP384R1())
-    return ed25519.Ed25519PrivateKey.generate()
 
 
 def public_pem(kind: str) -> bytes:
@@ -67,49 +52,6 @@ def public_pem(kind: str) -> bytes:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-
-
-def signing_key(kind: str) -> Key:
-    pem = private_key(kind).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    if kind.startswith("rsa"):
-        return RSAKey.import_key(pem)
-    if kind.startswith(("p256", "p384")):
-        return ECKey.import_key(pem)
-    return OKPKey.import_key(pem)
-
-
-def jwk(kind: str, kid: str | None, **params: str) -> dict[str, Any]:
-    data: dict[str, Any] = dict(signing_key(kind).as_dict(private=False))
-    data.update(params)
-    if kid is not None:
-        data["kid"] = kid
-    return data
-
-
-def jwks_bytes(*keys: dict[str, Any]) -> bytes:
-    return json.dumps({"keys": list(keys)}).encode()
-
-
-def claims(**changes: Any) -> dict[str, Any]:
-    """Valid claims for alice of org-acme; a change to None drops the claim."""
-    now = int(time.time())
-    base = {"sub": "alice", "org_id": ORG, "permissions": ["model:read"], "iat": now}
-    base["exp"] = now + 3600
-    base.update(changes)
-    return {name: value for name, value in base.items() if value is not None}
-
-
-def sign(payload: dict[str, Any] | list[Any], key: Key, alg: str, kid: str | None = None) -> str:
-    header = {"alg": alg, **({"kid": kid} if kid is not None else {})}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SecurityWarning)  # "EdDSA" is deprecated by RFC 9864
-        if isinstance(payload, list):
-            return jws.serialize_compact(header, json.dumps(payload), key, algorithms=[alg])
-        return jwt.encode(header, payload, key, algorithms=[alg])
 
 
 def b64(data: bytes) -> str:
@@ -139,14 +81,6 @@ def claims_json(**changes: Any) -> bytes:
 
 def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
     return sign(payload, OctKey.import_key(secret.encode()), "HS256")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET, ServerProcess
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
+from testkit.servers import SECRET, ServerProcess
 
 LOGS = "/api/v1/models/mdl-alpha/training-metrics/logs"
 

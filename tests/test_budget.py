@@ -24,7 +24,7 @@ from streamer.budget import (
 from streamer.config import Settings
 from streamer.errors import Overloaded
 from streamer.ops import StreamSlots
-from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
+from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
 from tests.test_cli import run_cli
 
 MiB = 1024 * 1024

@@ -20,9 +20,9 @@ from streamer.auth import Authenticator
 from streamer.cli import demo_secret
 from streamer.config import Settings
 from streamer.demo import training_log
-from tests.conftest import SECRET, ServerProcess, TokenFactory
-from tests.dataset import put
-from tests.emulators import BUCKET, free_port, gcs_options, s3_options
+from testkit.dataset import put
+from testkit.emulators import BUCKET, free_port, gcs_options, s3_options
+from testkit.servers import SECRET, ServerProcess, TokenFactory
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 

@@ -24,8 +24,8 @@ from streamer.config import Settings
 from streamer.encoders import reference_encode
 from streamer.observe import Observe
 from streamer.pump import Message, Receive, Send
-from tests.conftest import SECRET, Running, ServerProcess, serve_in_thread
-from tests.dataset import LOG_A2, big_log, put, put_run, seed
+from testkit.dataset import LOG_A2, big_log, put, put_run, seed
+from testkit.servers import SECRET, Running, ServerProcess, serve_in_thread
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 BIG = big_log(150_000)  # about 6.6 MB: several chunks, four aria2c segments of 1 MiB or more

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streamer.coding import Chain, GzipEncoder, accepts_gzip
 from streamer.encoders import LineEncoder, reference_encode
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from streamer.auth import issue_token
 from streamer.encoders import FIELD_NAMES, Style, reference_encode
 from streamer.lines import time_key
-from tests.conftest import SECRET, ServerProcess, TokenFactory
-from tests.dataset import ORG, OTHER_ORG, put_run
-from tests.test_openapi import schema_validator
+from testkit.dataset import ORG, OTHER_ORG, put_run
+from testkit.openapi import schema_validator
+from testkit.servers import SECRET, ServerProcess, TokenFactory
 
 AnyCase = Case[Any]
 DOCUMENT = Path(str(resources.files("streamer").joinpath("openapi.json")))

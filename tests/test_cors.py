@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.cors import SAFE_HEADERS, allowed_headers
-from tests.conftest import SECRET, ServerProcess
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
+from testkit.servers import SECRET, ServerProcess
 
 PANEL = "http://panel.example:8443"
 OTHER = "http://evil.example"

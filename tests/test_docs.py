@@ -19,7 +19,7 @@ import pytest
 
 from streamer import demo
 from streamer.config import ENV_PREFIX, Settings
-from tests.conftest import SECRET, ServerProcess
+from testkit.servers import SECRET, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = ("README.md", "CONTRIBUTING.md", "deploy/README.md", "bench/README.md")

@@ -18,8 +18,8 @@ from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.pump import Message
 from streamer.storage import ObjectReader, Store
-from tests.conftest import SECRET
-from tests.dataset import big_log, put, seed
+from testkit.dataset import big_log, put, seed
+from testkit.servers import SECRET
 
 pytestmark = pytest.mark.anyio
 

@@ -17,11 +17,11 @@ from streamer import metrics
 from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import GzipReader, ObjectChanged, Store
-from tests.conftest import SECRET, Running, TokenFactory
-from tests.dataset import put
-from tests.emulators import FaultProxy, fsspec_conf
-from tests.faulty import Faulty, assert_broken, download, seed, serving
-from tests.faulty import faulty as proxied_store
+from testkit.dataset import put
+from testkit.emulators import FaultProxy, fsspec_conf
+from testkit.faulty import Faulty, assert_broken, download, seed, serving
+from testkit.faulty import faulty as proxied_store
+from testkit.servers import SECRET, Running, TokenFactory
 
 PATH = "/api/v1/models/mdl-faults/training-metrics/logs/download"
 LOG = training_log(3 * 1024 * 1024)

@@ -17,11 +17,11 @@ import pytest
 from streamer.config import Settings
 from streamer.storage import Store
 from streamer.storage.flights import Flights
-from tests.conftest import SECRET
-from tests.dataset import put
-from tests.emulators import BUCKET, fsspec_conf
-from tests.faulty import seed, serving_through
-from tests.shaping import ShapingProxy
+from testkit.dataset import put
+from testkit.emulators import BUCKET, fsspec_conf
+from testkit.faulty import seed, serving_through
+from testkit.servers import SECRET
+from testkit.shaping import ShapingProxy
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from streamer.config import Settings
-from tests.conftest import serve_in_thread
-from tests.dataset import LOG_A2
+from testkit.dataset import LOG_A2
+from testkit.servers import serve_in_thread
 
 PACKAGE = "streamer_client"
 # docs/clients.md shows this file: text/plain bodies are bytes (a log need not be UTF-8).

@@ -15,10 +15,10 @@ from streamer.config import Settings
 from streamer.cursors import Cursor, CursorCodec, cursor_keys
 from streamer.encoders import FIELD_NAMES
 from streamer.lines import Line
-from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
-from tests.dataset import LOG_A2, LOG_GZ, OTHER_ORG, put, put_run
-from tests.test_http import assert_problem
-from tests.test_seek import reference_lines, reference_page_lines, timed_log
+from testkit.dataset import LOG_A2, LOG_GZ, OTHER_ORG, put, put_run
+from testkit.reference import reference_lines, reference_page_lines, timed_log
+from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
+from testkit.wire import assert_problem
 
 PATH = "/api/v1/models/{}/training-metrics/logs"
 ALIAS = "/api/v1/models/{}/training/metrics/logs"

@@ -16,9 +16,10 @@ from joserfc.jwk import OctKey
 
 from streamer.config import Settings
 from streamer.encoders import reference_encode
-from tests.conftest import SECRET, JWKSServer, Running, TokenFactory
-from tests.dataset import LOG_A1, LOG_A2, LOG_GZ, LOG_RUNNING, OTHER_ORG
-from tests.test_auth import claims, jwk, jwks_bytes, sign, signing_key
+from testkit.dataset import LOG_A1, LOG_A2, LOG_GZ, LOG_RUNNING, OTHER_ORG
+from testkit.jwts import claims, jwk, jwks_bytes, sign, signing_key
+from testkit.servers import SECRET, JWKSServer, Running, TokenFactory
+from testkit.wire import assert_problem
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ALIAS = "/api/v1/models/{}/training/metrics/logs/download"
@@ -37,17 +38,6 @@ def get(
     return httpx.request(
         method, server.url + path.format(model), params=params, headers=headers, timeout=30
     )
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert {"type", "title", "detail"} <= body.keys()
-    return body
 
 
 def claims_token(claims: dict[str, object], key: str = SECRET, alg: str = "HS256") -> str:

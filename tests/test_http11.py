@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from streamer.config import Settings
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import LOG_A1
-from tests.test_protocol import assert_refused, connect, read_response, read_to_close
+from testkit.dataset import LOG_A1
+from testkit.servers import SECRET, Running, serve_in_thread
+from testkit.wire import assert_refused, connect, read_response, read_to_close
 
 SMALL = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"
 BIG = "/api/v1/models/mdl-big/training-metrics/logs/download?run_id=run-big"

@@ -17,8 +17,8 @@ from streamer.config import Settings
 from streamer.observe import Observe, annotate
 from streamer.pump import Message
 from streamer.storage import RetryingReader
-from tests.conftest import SECRET
-from tests.test_observe import ROUTE, AccessLog, metric
+from testkit.observing import ROUTE, AccessLog, metric
+from testkit.servers import SECRET
 from tests.test_retry import DATA, Counts, Flaky, read_all
 
 

@@ -9,11 +9,9 @@ tests/test_contract.py then lets schemathesis send it requests.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import tomllib
 from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +42,13 @@ from streamer.pages import (
 from streamer.plan import FORMATS, REQUEST_ID
 from streamer.pump import Message
 from streamer.routes import route_name, templates
-from tests.conftest import Running
-from tests.dataset import LOG_A2
-from tests.test_observe import AccessLog, metric, scrape
+from testkit.dataset import LOG_A2
+from testkit.observing import AccessLog, metric, scrape
+from testkit.openapi import DOCUMENT, DOCUMENT_BYTES, schema_validator
+from testkit.servers import Running
 
-DOCUMENT_BYTES = resources.files("streamer").joinpath("openapi.json").read_bytes()
-DOCUMENT: dict[str, Any] = json.loads(DOCUMENT_BYTES)
 COMPONENTS: dict[str, Any] = DOCUMENT["components"]
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
-DOCUMENT_URI = "urn:streamer:openapi"
-
-
-def schema_validator(pointer: str) -> jsonschema_rs.Validator:
-    """A JSON Schema validator for the schema at `pointer` inside the document."""
-    registry = jsonschema_rs.Registry([(DOCUMENT_URI, DOCUMENT)], draft=jsonschema_rs.Draft202012)
-    return jsonschema_rs.Draft202012Validator(
-        {"$ref": f"{DOCUMENT_URI}#{pointer}"}, registry=registry, validate_formats=True
-    )
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import SECRET, ServerProcess
-from tests.dataset import LOG_A2
-from tests.test_observe import metric
+from testkit.dataset import LOG_A2
+from testkit.observing import metric
+from testkit.servers import SECRET, ServerProcess
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
 ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"

@@ -16,11 +16,11 @@ from streamer.config import Settings
 from streamer.pages import PagePlan
 from streamer.seek import BLOCK, LogFile, read_page
 from streamer.storage import Store
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import put_run
-from tests.emulators import BUCKET, fsspec_conf
-from tests.generated import LINE, put_generated, render, timestamp
-from tests.shaping import ShapingProxy
+from testkit.dataset import put_run
+from testkit.emulators import BUCKET, fsspec_conf
+from testkit.generated import LINE, put_generated, render, timestamp
+from testkit.servers import SECRET, Running, serve_in_thread
+from testkit.shaping import ShapingProxy
 
 PATH = "/api/v1/models/{}/training-metrics/logs"
 GIB = 1 << 30

@@ -10,7 +10,7 @@ import pytest
 
 from streamer.pump import Message, pump
 from streamer.storage import ParallelReader, ReadAhead
-from tests.faulty import Faulty
+from testkit.faulty import Faulty
 from tests.test_parallel import KiB, MiB, Source, pattern
 from tests.test_parallel import reader as parallel_reader
 from tests.test_parallel_stores import KEY, LOG, proxied, seeded, sha, small_parts

@@ -23,10 +23,9 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import ObjectChanged, ParallelReader, Store
 from streamer.storage.store import READ_AHEAD, pool_size
-from tests.conftest import SECRET, Running, TokenFactory
-from tests.dataset import put
-from tests.emulators import BUCKET, fsspec_conf
-from tests.faulty import (
+from testkit.dataset import put
+from testkit.emulators import BUCKET, fsspec_conf
+from testkit.faulty import (
     Faulty,
     assert_broken,
     download,
@@ -35,7 +34,8 @@ from tests.faulty import (
     serving,
     serving_through,
 )
-from tests.shaping import ShapingProxy
+from testkit.servers import SECRET, Running, TokenFactory
+from testkit.shaping import ShapingProxy
 
 MiB = 1024 * 1024
 PATH = "/api/v1/models/mdl-parts/training-metrics/logs/download"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from streamer.asgi import Receive, Scope, Send
 from streamer.config import Settings
 from streamer.observe import Observe
 from streamer.protocol import GuardedHttpToolsProtocol
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import LOG_A1
+from testkit.dataset import LOG_A1
+from testkit.servers import SECRET, Running, serve_in_thread
+from testkit.wire import connect, read_response, read_to_close
 
 DOWNLOAD = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"
 
@@ -30,36 +30,6 @@ class QuickHeads(GuardedHttpToolsProtocol):
 def guarded(local_store: str) -> Iterator[Running]:
     settings = Settings(storage_url=local_store, jwt_secret=SECRET, catalog_ttl_s=0)
     yield from serve_in_thread(settings, http=QuickHeads)
-
-
-def connect(server: Running) -> socket.socket:
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    return sock
-
-
-def read_to_close(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (the 30 s socket timeout guards hangs)."""
-    parts = []
-    while chunk := sock.recv(65536):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def read_response(sock: socket.socket) -> tuple[bytes, dict[str, str], bytes]:
-    """One response with a content-length: (status line, headers, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    status, *lines = head.split(b"\r\n")
-    headers = {
-        name.decode().lower(): value.decode().strip()
-        for name, _, value in (line.partition(b":") for line in lines)
-    }
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return status, headers, body
 
 
 def assert_refused(raw: bytes, status: int, code: str) -> None:

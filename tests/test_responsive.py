@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from streamer.config import Settings
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import LOG_A1, put_run
-from tests.test_protocol import connect, read_response, read_to_close
+from testkit.dataset import LOG_A1, put_run
+from testkit.servers import SECRET, Running, serve_in_thread
+from testkit.wire import connect, read_response, read_to_close
 
 BIG = "/api/v1/models/mdl-big/training-metrics/logs/download?run_id=run-big"
 SMALL = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"

@@ -15,64 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer import seek
-from streamer.encoders import parse_line
-from streamer.lines import Line, time_key
+from streamer.lines import Line
 from streamer.pages import Page, PagePlan
 from streamer.seek import LogFile, read_page
 from streamer.storage import Store
-from tests.dataset import big_log
-from tests.test_encoders import any_log
+from testkit.dataset import big_log
+from testkit.reference import reference_lines, reference_page_lines, timed_log
+from testkit.strategies import any_log
 
 _keys = itertools.count()
-
-
-def reference_lines(data: bytes, terminal: bool = True) -> list[Line]:
-    """SPEC's line model with offsets, through the reference parser; a run still writing
-    its log holds back a last line without its "\\n"."""
-    lines, offset = [], 0
-    for raw in data.split(b"\n"):
-        if offset == len(data):
-            break
-        ended = offset + len(raw) < len(data)
-        if not ended and not terminal:
-            break
-        model = parse_line(0, raw.removesuffix(b"\r"))
-        end = offset + len(raw) + ended
-        timestamp, level, message = model["timestamp"], model["level"], model["message"]
-        assert isinstance(message, str)
-        lines.append(Line(offset, end, timestamp, level, message))  # type: ignore[arg-type]
-        offset = end
-    return lines
-
-
-def reference_page_lines(
-    data: bytes,
-    terminal: bool = True,
-    since: str | None = None,
-    until: str | None = None,
-    levels: tuple[str, ...] | None = None,
-    contains: str | None = None,
-) -> list[Line]:
-    """Every line a walk must return, in file order, filtered the obvious way."""
-    lines = reference_lines(data, terminal)
-    out, level, timestamp = [], None, None
-    for line in lines:
-        if line.timestamp is not None:
-            level, timestamp = line.level, line.timestamp
-        if since is not None or until is not None:
-            if timestamp is None:
-                continue
-            key = time_key(timestamp)
-            if since is not None and key < time_key(since):
-                continue
-            if until is not None and key >= time_key(until):
-                continue
-        if levels is not None and (level is None or level.upper() not in levels):
-            continue
-        if contains is not None and contains not in line.message:
-            continue
-        out.append(line)
-    return out
 
 
 def memory_file(data: bytes) -> LogFile:
@@ -166,20 +117,6 @@ def test_filtered_walks_equal_a_reference_filter(
     )
     expected = reference_page_lines(data, terminal, levels=levels, contains=contains)
     assert flatten(walked, direction) == expected
-
-
-def timed_log(lines: int, traceback_every: int = 7) -> bytes:
-    """A log of non-decreasing timestamps, levels cycling, tracebacks between some lines."""
-    out = []
-    for i in range(lines):
-        level = ("INFO", "WARN", "ERROR", "debug")[i % 4]
-        out.append(
-            b"2026-03-13T%02d:%02d:%02dZ [%s] step %d\n"
-            % (i // 3600, i // 60 % 60, i % 60, level.encode(), i)
-        )
-        if i % traceback_every == 3:
-            out.append(b"Traceback (most recent call last):\n  File x, line %d\n" % i)
-    return b"Banner without a timestamp\n" + b"".join(out)
 
 
 TIMED = timed_log(700)
@@ -305,7 +242,7 @@ def test_a_growing_log_holds_back_its_unterminated_line(tmp_path: Path) -> None:
 
 
 def _generated(size: int) -> tuple[LogFile, int]:
-    from tests.generated import put_generated
+    from testkit.generated import put_generated
 
     key = f"generated-{size}.log"
     log = put_generated("memory://seek-tests", key, size)
@@ -315,7 +252,7 @@ def _generated(size: int) -> tuple[LogFile, int]:
 @pytest.mark.parametrize("direction", ["backward", "forward"])
 def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
     """(The 100 MB walk is `python -m bench.pages --walk`: 30 s a direction here.)"""
-    from tests.generated import LINE, line
+    from testkit.generated import LINE, line
 
     file, size = _generated(5_000_000)
     pages = anyio.run(walk, file, plan(direction, 1000))

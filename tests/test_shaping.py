@@ -1,4 +1,4 @@
-"""The network model (tests/shaping.py) and the ranged moto launcher (tests/moto_ranged.py).
+"""The network model (testkit/shaping.py) and the ranged moto launcher (testkit/moto_ranged.py).
 
 Through the shaping proxy every byte arrives unchanged, requests are counted exactly, and
 the proxy's own records show that no response started before its latency and that no
@@ -18,8 +18,8 @@ import boto3
 import fsspec
 import pytest
 
-from tests.emulators import BUCKET, S3_CREDENTIALS, gcs_options, s3_options, start_moto
-from tests.shaping import BANDWIDTH, BURST, LATENCY_S, RequestHeads, ShapingProxy
+from testkit.emulators import BUCKET, S3_CREDENTIALS, gcs_options, s3_options, start_moto
+from testkit.shaping import BANDWIDTH, BURST, LATENCY_S, RequestHeads, ShapingProxy
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -225,7 +225,7 @@ def test_no_connection_gets_ahead_of_its_pacing(
         assert proxy.pacing_excess < 1
 
 
-# moto through tests/moto_ranged.py
+# moto through testkit/moto_ranged.py
 
 
 def _status(pid: int) -> dict[str, int]:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from streamer.storage import Store
-from tests.dataset import put
+from testkit.dataset import put
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ import pytest
 from streamer import errors
 from streamer.auth import Authenticator, Principal, TokenCache, issue_token
 from streamer.config import Settings
-from tests.conftest import JWKSServer
-from tests.test_auth import FakeClock, claims, jwk, jwks_bytes, sign, signing_key
+from testkit.jwts import FakeClock, claims, jwk, jwks_bytes, sign, signing_key
+from testkit.servers import JWKSServer
 
 pytestmark = pytest.mark.anyio
 

@@ -92,7 +92,7 @@ class Emulator:
 
 
 def moto_command(port: int) -> list[str]:
-    """moto's S3 server on a loopback port, through tests/moto_ranged.py (ranged GetObject
+    """moto's S3 server on a loopback port, through testkit/moto_ranged.py (ranged GetObject
     reads only the range, as real stores do; stock moto copies the whole object)."""
     launcher = Path(__file__).with_name("moto_ranged.py")
     return [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(port)]

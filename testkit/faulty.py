@@ -14,9 +14,9 @@ import pytest
 
 from streamer.config import Settings
 from streamer.storage import Store
-from tests.conftest import SECRET, Running, serve_in_thread
-from tests.dataset import put
-from tests.emulators import BUCKET, FaultProxy, fsspec_conf
+from testkit.dataset import put
+from testkit.emulators import BUCKET, FaultProxy, fsspec_conf
+from testkit.servers import SECRET, Running, serve_in_thread
 
 
 @dataclass

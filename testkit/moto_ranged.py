@@ -1,6 +1,6 @@
 """moto's S3 server with ranged GetObject served from the stored bytes.
 
-`python -m tests.moto_ranged -H 127.0.0.1 -p PORT` takes moto.server's arguments.
+`python -m testkit.moto_ranged -H 127.0.0.1 -p PORT` takes moto.server's arguments.
 
 Stock moto 5.x builds every GetObject body from `FakeKey.value`, a full copy of the object
 read from its spooled file, and slices a `Range` out of that copy afterwards: a 16 KiB range

@@ -1,0 +1,126 @@
+"""The benchmark's own parts: the report's texts and plots, the load tool's warning, the
+generated logs, the export of an earlier revision.
+
+The suite collects this file beside tests/ (pyproject's testpaths); it needs no server. The
+harness end to end is tests/test_bench.py, which runs it as a child process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from bench import servers
+from bench.load import remote_warning
+from bench.logs import generate
+from bench.report import defaults_text, plot_gaps_and_rss, plots_skipped
+from bench.revision import BEFORE, REPO, Unavailable, export
+from streamer.encoders import reference_encode
+
+
+def _swept(chunk_kib: int, buffers: int, txt: float, slow_growth: float) -> dict[str, Any]:
+    return {
+        "chunk_size": chunk_kib << 10,
+        "buffer_chunks": buffers,
+        "txt_mb_per_s": {"median": txt},
+        "slow_clients": 64,
+        "slow_rss_growth_mib": slow_growth,
+    }
+
+
+def test_the_report_says_what_the_fastest_setting_would_cost() -> None:
+    run: dict[str, Any] = {
+        "settings": {"chunk_size": 1 << 20, "buffer_chunks": 4},
+        "tuning": [
+            _swept(256, 4, 2000.0, 64.0),
+            _swept(1024, 4, 3000.0, 256.0),
+            _swept(2048, 4, 3300.0, 512.0),
+        ],
+    }
+    text = defaults_text(run)
+    assert "2048 KiB x 4, is +10%" in text
+    assert "8.0 MiB per slow client against 4.0" in text
+    assert "256 KiB x 4, -33%" in text
+    run["settings"]["buffer_chunks"] = 5
+    assert defaults_text(run) == "The defaults were not among the settings swept."
+
+
+def test_plots_are_drawn_for_a_run_without_txt_cases(tmp_path: Path) -> None:
+    # `--sizes ''` runs the S3 or json cases alone: there is no txt size to plot gaps for.
+    assert plots_skipped(wanted=False) == "skipped: --no-plots"
+    if importlib.util.find_spec("matplotlib") is None:  # `pip install -e '.[bench]'` adds it
+        assert plots_skipped(wanted=True) == "skipped: matplotlib not installed (the bench extra)"
+        return
+    assert plots_skipped(wanted=True) is None
+    run = {"options": {"sizes": []}, "concurrency": []}
+    plot_gaps_and_rss(run, {"s3/streamer/1048576": [0.001, 0.002]}, tmp_path)
+    assert (tmp_path / "gaps.png").stat().st_size > 0
+    assert (tmp_path / "rss.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("url", "remote"),
+    [
+        ("http://127.0.0.1:8080/x", False),
+        ("http://localhost/x", False),
+        ("http://[::1]:8080/x", False),
+        ("http://127.0.0.2/x", False),
+        ("http://192.0.2.1/x", True),
+        ("http://staging.example.com:8080/x", True),
+    ],
+)
+def test_load_mode_warns_when_the_target_is_not_loopback(url: str, remote: bool) -> None:
+    warning = remote_warning(url)
+    assert (warning is not None) == remote
+    if warning is not None:
+        assert str(urlsplit(url).hostname) in warning
+
+
+def test_generated_logs_are_deterministic_and_have_every_feature() -> None:
+    data = generate(10 << 20)
+    assert data == generate(10 << 20)
+    assert data.endswith(b"\n")
+    assert b"Traceback (most recent call last):" in data
+    assert b"\\" in data and b'"' in data and b"\r\n" in data
+    assert max(map(len, data.split(b"\n"))) > 1 << 20  # a very long line
+    with pytest.raises(UnicodeDecodeError):
+        data.decode()
+    assert "データ".encode() in data
+    reference_encode(data[: 1 << 20])
+
+
+def test_nginx_can_be_ruled_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_NGINX", "none")
+    assert servers.nginx_binary() is None
+
+
+def test_an_earlier_revision_is_exported_as_it_was(tmp_path: Path) -> None:
+    with pytest.raises(Unavailable):
+        export("no-such-revision", tmp_path / "none")
+    if not _has_revision(BEFORE):  # a clone without that history
+        with pytest.raises(Unavailable):
+            export(BEFORE, tmp_path)
+        return
+    commit = export(BEFORE, tmp_path)
+    assert commit == BEFORE
+    old = (tmp_path / "streamer" / "pump.py").read_text()
+    shown = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{BEFORE}:streamer/pump.py"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert old == shown != (REPO / "streamer" / "pump.py").read_text()
+
+
+def _has_revision(revision: str) -> bool:
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", revision + "^{commit}"],
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0
