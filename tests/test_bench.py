@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bench import servers
-from bench.baselines import RAW_ASGI
+from bench.baselines import BARE, BARE_304, ROUTED_ASGI, bare_app
 from bench.load import remote_warning
 from bench.logs import generate
 from bench.report import METRICS, defaults_text, plot_gaps_and_rss
@@ -48,7 +48,7 @@ def test_every_case_reports_every_figure(quick_run: tuple[Path, dict[str, Any]])
     expected = [
         ("txt", "streamer"),
         ("txt", "starlette FileResponse 1 MiB"),
-        ("txt", RAW_ASGI),
+        ("txt", ROUTED_ASGI),
         ("json", "streamer"),
         ("json", "regex + orjson.dumps per line"),
         ("s3", "streamer"),
@@ -94,7 +94,7 @@ def test_small_logs_and_probes_under_load_are_reported(
 ) -> None:
     out, results = quick_run
     cases = {row["case"] for row in results["small"]}
-    expected = {"streamer", "streamer, If-None-Match (304)", RAW_ASGI}
+    expected = {"streamer", "streamer, If-None-Match (304)", BARE, BARE_304}
     if servers.nginx_binary() is not None:
         expected.add("nginx")
     assert cases == expected
@@ -105,7 +105,8 @@ def test_small_logs_and_probes_under_load_are_reported(
         assert saturation["probes"][kind]["n"] > 0
         assert saturation["probe_failures"][kind] == 0
     targets = [t["target"] for t in results["targets"]]
-    assert any("0.5x the raw ASGI app" in t for t in targets)
+    assert any("0.5x the bare ASGI callable" in t for t in targets)
+    assert any("0.6x the bare ASGI callable's 304" in t for t in targets)
     assert any("/healthz p99" in t for t in targets)
     report = (out / "report.md").read_text()
     assert "## Small logs" in report and "## Probes under load" in report
@@ -263,6 +264,40 @@ def test_generated_logs_are_deterministic_and_have_every_feature() -> None:
         data.decode()
     assert "データ".encode() in data
     reference_encode(data[: 1 << 20])
+
+
+async def _ask(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "GET", "path": path, "headers": headers}, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_the_bare_ceiling_serves_the_file_and_revalidates(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "log").write_bytes(b"x" * 4096)
+    app = bare_app(tmp_path)
+    start, body = await _ask(app, "/a/log", [])
+    assert (start["status"], body["body"], body.get("more_body", False)) == (
+        200,
+        b"x" * 4096,
+        False,
+    )
+    etag = dict(start["headers"])[b"etag"]
+    start, body = await _ask(app, "/a/log", [(b"if-none-match", etag)])
+    assert (start["status"], body["body"]) == (304, b"")
+    start, _ = await _ask(app, "/a/log", [(b"if-none-match", b'"other"')])
+    assert start["status"] == 200
+    for path in ("/a/../a/log", "/missing", "/a"):
+        start, _ = await _ask(app, path, [])
+        assert start["status"] == 404
 
 
 def test_nginx_can_be_ruled_out(monkeypatch: pytest.MonkeyPatch) -> None:
