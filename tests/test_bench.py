@@ -19,6 +19,7 @@ import pytest
 
 from bench import servers
 from bench.baselines import BARE, BARE_304, ROUTED_ASGI, bare_app
+from bench.flame import read_stacks, shares
 from bench.load import remote_warning
 from bench.logs import generate
 from bench.report import METRICS, defaults_text, plot_gaps_and_rss
@@ -298,6 +299,18 @@ async def test_the_bare_ceiling_serves_the_file_and_revalidates(tmp_path: Path) 
     for path in ("/a/../a/log", "/missing", "/a"):
         start, _ = await _ask(app, path, [])
         assert start["status"] == 404
+
+
+def test_profile_shares_count_a_function_once_per_sample(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        "main (a.py:1);handle (b.py:5);handle (b.py:9);send (c.py:3) 3\n"
+        "main (a.py:1);handle (b.py:7) 1\n"
+    )
+    total, inclusive, on_top = shares(read_stacks(stacks))
+    assert total == 4
+    assert inclusive["handle (b.py)"] == 4 and inclusive["send (c.py)"] == 3
+    assert on_top == {"send (c.py)": 3, "handle (b.py)": 1}
 
 
 def test_nginx_can_be_ruled_out(monkeypatch: pytest.MonkeyPatch) -> None:
