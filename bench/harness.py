@@ -34,10 +34,11 @@ from streamer.auth import issue_token
 from streamer.config import Settings
 
 from . import remote, servers
-from .baselines import RAW_ASGI
+from .baselines import ROUTED_ASGI
 from .client import Fetch, fetch
 from .load import run_load_sync
 from .logs import MODEL, ORG, run_id, seed_store
+from .rate import SMALL, measure, small_cases
 from .revision import BEFORE, Unavailable, export
 from .saturation import probes_under_load
 from .stats import GIB, MIB, ProcSampler, memory_kib, spread, summary
@@ -46,7 +47,6 @@ SECRET = "bench-secret-of-at-least-thirty-two-bytes!"
 DOWNLOAD = "/api/v1/models/{model}/training-metrics/logs/download?run_id={run}&format={fmt}"
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 TTFB_ROUNDS = 30
-SMALL = 4096  # the small log of the request-rate and probe cases
 
 
 def parse_size(text: str) -> int:
@@ -194,7 +194,7 @@ def _check_identical(run: Run, name: str, urls: list[tuple[str, str | None]]) ->
     run.identical_output[name] = len(hashes) == 1
 
 
-def _download_url(base: str, size: int, fmt: str) -> str:
+def download_url(base: str, size: int, fmt: str) -> str:
     return base + DOWNLOAD.format(model=MODEL, run=run_id(size), fmt=fmt)
 
 
@@ -213,6 +213,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
     with (
         servers.streamer(str(root), SECRET, logs / "streamer.log") as streamer,
         servers.baselines(root, logs / "baselines.log") as baseline,
+        servers.baselines(root, logs / "bare.log", bare=True) as bare,
     ):
         binary = servers.nginx_binary()
         nginx: servers.Server | None = None
@@ -224,14 +225,14 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
             for size in opts.sizes:
                 key = f"models/{MODEL}/runs/{run_id(size)}/training.log"
                 txt = [
-                    (streamer.pid, "streamer", _download_url(streamer.url, size, "txt"), token),
+                    (streamer.pid, "streamer", download_url(streamer.url, size, "txt"), token),
                     (
                         baseline.pid,
                         "starlette FileResponse 1 MiB",
                         f"{baseline.url}/file/{key}",
                         None,
                     ),
-                    (baseline.pid, RAW_ASGI, f"{baseline.url}/raw/{key}", None),
+                    (baseline.pid, ROUTED_ASGI, f"{baseline.url}/raw/{key}", None),
                 ]
                 if nginx is not None:
                     txt.insert(1, (nginx.pid, "nginx sendfile", f"{nginx.url}/{key}", None))
@@ -239,7 +240,7 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                 print(f"txt {size_name(size)} done", file=sys.stderr, flush=True)
             for size in opts.json_sizes:
                 key = f"models/{MODEL}/runs/{run_id(size)}/training.log"
-                streamer_url = _download_url(streamer.url, size, "json")
+                streamer_url = download_url(streamer.url, size, "json")
                 baseline_url = f"{baseline.url}/json/{key}"
                 _check_identical(
                     run, f"json {size_name(size)}", [(streamer_url, token), (baseline_url, None)]
@@ -251,11 +252,11 @@ def _local_cases(run: Run, opts: Options, root: Path, work: Path, token: str) ->
                 _alternate(run, opts.repeats, "json", size, json_cases)
                 print(f"json {size_name(size)} done", file=sys.stderr, flush=True)
             _ttfb_probe(run, opts, streamer, token)
-            _small_cases(run, opts, streamer, baseline, nginx, token)
+            _small_cases(run, opts, streamer, bare, nginx, token)
             if opts.profile:
                 for fmt in ("txt", "json"):
                     size = max(s for s in [*opts.sizes, *opts.json_sizes] if s <= GIB)
-                    url = _download_url(streamer.url, size, fmt)
+                    url = download_url(streamer.url, size, fmt)
                     _profile(
                         run, f"streamer {fmt} {size_name(size)}", streamer.pid, url, token, work
                     )
@@ -277,7 +278,7 @@ def _ttfb_probe(run: Run, opts: Options, streamer: servers.Server, token: str) -
     order = random.Random(1)
     for _ in range(TTFB_ROUNDS):
         for size in order.sample(opts.sizes, len(opts.sizes)):
-            url = _download_url(streamer.url, size, "txt")
+            url = download_url(streamer.url, size, "txt")
             seen[size].append(fetch(url, token, first_bytes_only=True).ttfb_s)
             time.sleep(0.1)
     run.ttfb_probe = {str(size): spread(values) for size, values in seen.items()}
@@ -287,42 +288,16 @@ def _small_cases(
     run: Run,
     opts: Options,
     streamer: servers.Server,
-    baseline: servers.Server,
+    bare: servers.Server,
     nginx: servers.Server | None,
     token: str,
 ) -> None:
     """Requests per second of a 4 KiB log, `small_clients` clients, a new connection per
-    request: streamer as configured (auth, metrics and access log on), its answer to
-    `If-None-Match` (304), and beside them the raw ASGI app on the same uvicorn (the
-    ceiling of any ASGI app) and nginx."""
-    key = f"models/{MODEL}/runs/{run_id(SMALL)}/training.log"
-    url = _download_url(streamer.url, SMALL, "txt")
-    etag = fetch(url, token, first_bytes_only=True).headers.get("etag", "")
-    cases: list[tuple[str, str, str | None, dict[str, str]]] = [
-        ("streamer", url, token, {}),
-        ("streamer, If-None-Match (304)", url, token, {"If-None-Match": etag}),
-        (RAW_ASGI, f"{baseline.url}/raw/{key}", None, {}),
-    ]
-    if nginx is not None:
-        cases.append(("nginx", f"{nginx.url}/{key}", None, {}))
-    for _, url_, token_, headers in cases:  # warm: imports, caches, the page cache
-        run_load_sync(url_, token_, opts.small_clients, 0.3, headers=headers)
-    for repeat in range(opts.repeats):
-        for name, url_, token_, headers in cases:
-            result = run_load_sync(
-                url_, token_, opts.small_clients, opts.small_duration, headers=headers
-            )
-            run.small.append(
-                {
-                    "case": name,
-                    "repeat": repeat,
-                    "clients": opts.small_clients,
-                    "requests_per_s": result["requests_per_s"],
-                    "ttfb_p50_s": result["ttfb_s"]["p50"],
-                    "ttfb_p99_s": result["ttfb_s"]["p99"],
-                    "errors": result["errors"],
-                }
-            )
+    request: streamer and its 304 beside the bare ASGI callable's 200 and 304 on the same
+    uvicorn stack, and nginx (bench/rate.py)."""
+    url = download_url(streamer.url, SMALL, "txt")
+    cases = small_cases(url, bare.url, token, nginx.url if nginx else None)
+    run.small += measure(cases, opts.small_clients, opts.small_duration, opts.repeats)
     print("small logs done", file=sys.stderr, flush=True)
 
 
@@ -334,8 +309,8 @@ def _saturation(run: Run, opts: Options, root: Path, work: Path, token: str) -> 
         log = work / "logs" / f"streamer-saturation-{workers}.log"
         env = {"STREAMER_WORKERS": str(workers)}
         with servers.streamer(str(root), SECRET, log, env=env) as streamer:
-            big = _download_url(streamer.url, opts.concurrency_size, "txt")
-            small = _download_url(streamer.url, SMALL, "txt")
+            big = download_url(streamer.url, opts.concurrency_size, "txt")
+            small = download_url(streamer.url, SMALL, "txt")
             fetch(big, token, timeout=300)
             try:
                 result = probes_under_load(
@@ -371,7 +346,7 @@ def _before(run: Run, opts: Options, root: Path, work: Path, token: str) -> None
         for case, tree in cases:
             log = work / "logs" / f"streamer-{case}-{repeat}.log"
             with servers.streamer(str(root), SECRET, log, source=tree) as streamer:
-                url = _download_url(streamer.url, opts.concurrency_size, "txt")
+                url = download_url(streamer.url, opts.concurrency_size, "txt")
                 fetch(url, token, timeout=300)
                 try:
                     result = run_load_sync(
@@ -403,7 +378,7 @@ def _concurrency(run: Run, opts: Options, root: Path, work: Path, token: str) ->
         for rate in (None, opts.rate):
             log = work / "logs" / f"streamer-load-{clients}-{rate}.log"
             with servers.streamer(str(root), SECRET, log) as streamer:
-                url = _download_url(streamer.url, opts.concurrency_size, "txt")
+                url = download_url(streamer.url, opts.concurrency_size, "txt")
                 fetch(url, token, timeout=300)  # warmed up: imports, catalog, one stream
                 time.sleep(0.3)
                 idle_rss = memory_kib(streamer.pid, "VmRSS") / 1024
@@ -505,7 +480,7 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
                         size,
                         repeat,
                         s3.pid,
-                        _download_url(s3.url, size, "txt"),
+                        download_url(s3.url, size, "txt"),
                         token,
                     )
                     moto_usage = moto_sampler.stop().as_dict(size)
@@ -516,7 +491,7 @@ def _s3_cases(run: Run, opts: Options, work: Path, root: Path, token: str) -> No
                     via_streamer(repeat)
                     direct(repeat)
                 if opts.profile and size == max(opts.s3_sizes):
-                    url = _download_url(s3.url, size, "txt")
+                    url = download_url(s3.url, size, "txt")
                     _profile(run, f"streamer s3 {size_name(size)}", s3.pid, url, token, work)
                 print(f"s3 {size_name(size)} done", file=sys.stderr, flush=True)
 
@@ -585,7 +560,7 @@ def _tuning(run: Run, opts: Options, root: Path, work: Path, token: str) -> None
         for _ in range(opts.repeats):
             for index, streamer in enumerate(started):
                 for fmt, s in (("txt", size), ("json", json_size)):
-                    got = fetch(_download_url(streamer.url, s, fmt), token, timeout=300)
+                    got = fetch(download_url(streamer.url, s, fmt), token, timeout=300)
                     speeds[(index, fmt)].append(s / got.seconds / 1e6)
         slow = min(64, max(opts.concurrency, default=8))
         for index, streamer in enumerate(started):
@@ -594,7 +569,7 @@ def _tuning(run: Run, opts: Options, root: Path, work: Path, token: str) -> None
             idle.start()
             idle_rss = idle.stop().rss_start_kib / 1024
             load = run_load_sync(
-                _download_url(streamer.url, opts.concurrency_size, "txt"),
+                download_url(streamer.url, opts.concurrency_size, "txt"),
                 token,
                 slow,
                 min(opts.duration, 4.0),

@@ -134,10 +134,11 @@ def streamer(
     )
 
 
-def baselines(root: Path, log: Path) -> Server:
+def baselines(root: Path, log: Path, *, bare: bool = False) -> Server:
+    """The starlette baselines, or with `bare` the bare ASGI callable alone."""
     port = free_port()
     args = [sys.executable, "-m", "bench.baselines", "--port", str(port), "--root", str(root)]
-    return Server("baselines", args, port, log=log)
+    return Server("baselines", [*args, "--bare"] if bare else args, port, log=log)
 
 
 def nginx_binary() -> str | None:

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench import servers
+from bench.baselines import bare_app
+from bench.flame import read_stacks, shares
 from bench.load import remote_warning
 from bench.logs import generate
 from bench.report import defaults_text, plot_gaps_and_rss, plots_skipped
@@ -124,3 +126,49 @@ def _has_revision(revision: str) -> bool:
         check=False,
     )
     return found.returncode == 0
+
+
+async def _ask(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "GET", "path": path, "headers": headers}, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_the_bare_ceiling_serves_the_file_and_revalidates(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "log").write_bytes(b"x" * 4096)
+    app = bare_app(tmp_path)
+    start, body = await _ask(app, "/a/log", [])
+    assert (start["status"], body["body"], body.get("more_body", False)) == (
+        200,
+        b"x" * 4096,
+        False,
+    )
+    etag = dict(start["headers"])[b"etag"]
+    start, body = await _ask(app, "/a/log", [(b"if-none-match", etag)])
+    assert (start["status"], body["body"]) == (304, b"")
+    start, _ = await _ask(app, "/a/log", [(b"if-none-match", b'"other"')])
+    assert start["status"] == 200
+    for path in ("/a/../a/log", "/missing", "/a"):
+        start, _ = await _ask(app, path, [])
+        assert start["status"] == 404
+
+
+def test_profile_shares_count_a_function_once_per_sample(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        "main (a.py:1);handle (b.py:5);handle (b.py:9);send (c.py:3) 3\n"
+        "main (a.py:1);handle (b.py:7) 1\n"
+    )
+    total, inclusive, on_top = shares(read_stacks(stacks))
+    assert total == 4
+    assert inclusive["handle (b.py)"] == 4 and inclusive["send (c.py)"] == 3
+    assert on_top == {"send (c.py)": 3, "handle (b.py)": 1}

@@ -31,7 +31,9 @@ CASE_FIGURES = (
     "cpu_s_per_gib",
     "peak_rss_mib",
 )
-RAW_ASGI = "raw ASGI, 1 MiB reads on the loop"
+ROUTED_ASGI = "ASGI behind starlette's router, 1 MiB reads on the loop"
+BARE = "bare ASGI callable: one read, one body"
+BARE_304 = "bare ASGI callable, If-None-Match (304)"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_every_case_reports_every_figure(quick_run: tuple[Path, dict[str, Any]])
     expected = [
         ("txt", "streamer"),
         ("txt", "starlette FileResponse 1 MiB"),
-        ("txt", RAW_ASGI),
+        ("txt", ROUTED_ASGI),
         ("json", "streamer"),
         ("json", "regex + orjson.dumps per line"),
         ("s3", "streamer"),
@@ -100,7 +102,7 @@ def test_small_logs_and_probes_under_load_are_reported(
 ) -> None:
     out, results = quick_run
     cases = {row["case"] for row in results["small"]}
-    expected = {"streamer", "streamer, If-None-Match (304)", RAW_ASGI}
+    expected = {"streamer", "streamer, If-None-Match (304)", BARE, BARE_304}
     if "nginx" not in results["skipped"]:
         expected.add("nginx")
     assert cases == expected
@@ -111,7 +113,8 @@ def test_small_logs_and_probes_under_load_are_reported(
         assert saturation["probes"][kind]["n"] > 0
         assert saturation["probe_failures"][kind] == 0
     targets = [t["target"] for t in results["targets"]]
-    assert any("0.5x the raw ASGI app" in t for t in targets)
+    assert any("0.5x the bare ASGI callable" in t for t in targets)
+    assert any("0.6x the bare ASGI callable's 304" in t for t in targets)
     assert any("/healthz p99" in t for t in targets)
     report = (out / "report.md").read_text()
     assert "## Small logs" in report and "## Probes under load" in report
