@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamer import seek
 from streamer.config import Settings
-from streamer.cursors import Cursor, CursorCodec, cursor_keys
+from streamer.cursors import Cursor, CursorCodec, Walk, cursor_keys
 from streamer.encoders import FIELD_NAMES
 from streamer.lines import Line
+from streamer.logs import scan
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
 from tests.dataset import LOG_A2, LOG_GZ, OTHER_ORG, put, put_run
 from tests.test_http import assert_problem
@@ -171,7 +171,7 @@ def test_a_cursor_never_opens_another_tenants_log(
     # Signed with the service's own key and naming the other tenant's model and run: the
     # catalog still answers for the caller's token.
     codec = CursorCodec(cursor_keys(None, SECRET))
-    theirs = codec.encode(Cursor("mdl-beta", "run-b1", "", 0, "forward"))
+    theirs = codec.encode(Cursor(Walk("mdl-beta", "run-b1", "forward"), "", 0))
     response = page(logs_server, make_token(), "mdl-beta", cursor=theirs)
     assert_problem(response, 404, "model_not_found")
     assert page(logs_server, make_token(org=OTHER_ORG), "mdl-beta", cursor=theirs).status_code in (
@@ -407,8 +407,8 @@ def test_a_filtered_page_stops_at_its_budget(
 ) -> None:
     # The server runs in this process: a budget of 6 KiB a page (blocks of 2 KiB) makes
     # the 64 MiB rule show on a small log.
-    monkeypatch.setattr(seek, "SCAN_BUDGET", 6144)
-    monkeypatch.setattr(seek, "SCAN_BLOCK", 2048)
+    monkeypatch.setattr(scan, "SCAN_BUDGET", 6144)
+    monkeypatch.setattr(scan, "SCAN_BLOCK", 2048)
     first = page(logs_server, token, run_id="run-p", level="NOPE", direction=direction).json()
     assert first["data"] == [] and first["next_cursor"] is not None
     walked, pages = walk(

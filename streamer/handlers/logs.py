@@ -5,10 +5,13 @@ from __future__ import annotations
 from ..asgi import Scope, Send
 from ..auth import Principal, authorize
 from ..catalog import valid_model_id
+from ..logs.body import page_body
+from ..logs.plan import TERMINAL, check_version, plan_page
+from ..logs.query import parse_page_query
+from ..logs.seek import read_page
+from ..logs.source import open_log
 from ..observe import annotate
-from ..pages import TERMINAL, check_version, page_body, parse_page_query, plan_page
 from ..plan import SECURITY_HEADERS
-from ..seek import open_log, read_page
 from .common import Service, resolve, store_failures
 
 
@@ -22,15 +25,12 @@ async def get_logs(
     authorize(principal)
     # bandit B101 (assert): for mypy only, authorize() has refused None.
     assert principal.organization is not None  # nosec B101
-    log = await resolve(service.catalog, model_id, principal.organization, plan.run_id)
+    log = await resolve(service.catalog, model_id, principal.organization, plan.walk.run_id)
     annotate(scope, run=log.run.run_id)
     check_version(plan, log)
     with store_failures(log.key):
-        file = await open_log(service.store, log)
-        try:
+        async with open_log(service.store, log) as file:
             page = await read_page(file, plan, log.run.status in TERMINAL)
-        finally:
-            await file.aclose()
     body = page_body(plan, page, log, service.cursors)
     headers = [
         (b"content-type", b"application/json"),
