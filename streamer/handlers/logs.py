@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from ..asgi import Scope, Send
 from ..auth import Principal, authorize
 from ..catalog import valid_model_id
@@ -9,10 +11,21 @@ from ..logs.body import page_body
 from ..logs.plan import TERMINAL, check_version, plan_page
 from ..logs.query import parse_page_query
 from ..logs.seek import read_page
-from ..logs.source import open_log
+from ..logs.source import LogSources
 from ..observe import annotate
 from ..plan import SECURITY_HEADERS
 from .common import Service, resolve, store_failures
+
+# One per service (the slots and copies of a process), made on its first page.
+_SOURCES: WeakKeyDictionary[Service, LogSources] = WeakKeyDictionary()
+
+
+def log_sources(service: Service) -> LogSources:
+    sources = _SOURCES.get(service)
+    if sources is None:
+        settings = service.settings
+        sources = _SOURCES[service] = LogSources(settings.scan_slots, settings.scan_disk_bytes)
+    return sources
 
 
 async def get_logs(
@@ -29,7 +42,7 @@ async def get_logs(
     annotate(scope, run=log.run.run_id)
     check_version(plan, log)
     with store_failures(log.key):
-        async with open_log(service.store, log) as file:
+        async with log_sources(service).open(service.store, log, plan) as file:
             page = await read_page(file, plan, log.run.status in TERMINAL)
     body = page_body(plan, page, log, service.cursors)
     headers = [

@@ -1,86 +1,64 @@
-"""A log made ready for ranged reads: the store's object, or a local copy of it.
+"""A page's log, ready for ranged reads, and what a page may cost the process.
 
-A gzip log has no random access: it is inflated from its start into a spooled temporary
-file first. A store that gives no size is copied the same way, without the inflating.
+The rules this module keeps:
+- A plain log with a size is read from the store by ranges (`storage.CachedReader`).
+- A gzip log (no random access), or a log whose store gives no size, is read from its
+  one shared local copy (`inflated.InflatedLogs`): made once, not once per page.
+- Expensive pages (filtered scans, pages of a local copy) take one of `scan_slots`
+  slots for their whole read; beyond them the page is refused with 503 `overloaded`
+  and `Retry-After` before any byte of the log is read.
 """
 
 from __future__ import annotations
 
-import tempfile
-import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import IO
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from ..catalog import LogObject
+from ..errors import Overloaded
 from ..storage import CachedReader, Ranged, Store
-
-SCAN_BLOCK = 1 << 20
-_SPOOL = 8 << 20
-
-
-class SpooledLog:
-    """A gzip log, inflated once from its start; then read at any offset."""
-
-    def __init__(self, store: Store, key: str, file: IO[bytes], size: int, raw: int) -> None:
-        self.size = size
-        self._file = file
-        self.reads, self.bytes_read = 1, raw
-
-    async def read(self, start: int, end: int) -> bytes:
-        self._file.seek(start)
-        return self._file.read(end - start)
-
-    def cached_end(self, start: int) -> int | None:
-        return None
-
-    def close(self) -> None:
-        self._file.close()
+from .inflated import InflatedLogs
+from .plan import PagePlan
 
 
-@asynccontextmanager
-async def open_log(store: Store, log: LogObject) -> AsyncIterator[Ranged]:
-    """The log of `log`, ready for ranged reads. FileNotFoundError when it is gone."""
-    if not log.gzip and log.info.size is not None:
-        yield CachedReader(store, log.key, log.info.size)
-        return
-    spooled = await _spool(store, log)
-    try:
-        yield spooled
-    finally:
-        spooled.close()
+class ScanSlots:
+    """At most `limit` expensive pages at once in this process; beyond it, 503."""
 
+    def __init__(self, limit: int, retry_after_s: int = 1) -> None:
+        self.limit, self.retry_after_s = limit, retry_after_s
+        self.active = 0
 
-async def _spool(store: Store, log: LogObject) -> SpooledLog:
-    if not log.gzip:
-        # A store that gives no size: spooled like a gzip log, without the inflating.
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)
-        reader = await store.open(log.key)
+    @contextmanager
+    def take(self) -> Iterator[None]:
+        if self.active >= self.limit:
+            error = Overloaded(self.retry_after_s)
+            error.detail = "Too many Get Logs pages are scanning; retry shortly."
+            raise error
+        self.active += 1
         try:
-            while data := await reader.read(SCAN_BLOCK):
-                spool.write(data)
+            yield
         finally:
-            await reader.aclose()
-        size = spool.tell()
-        return SpooledLog(store, log.key, spool, size, size)
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)
-    reader = await store.open(log.key, 0, log.info.size)
-    inflate = zlib.decompressobj(wbits=31)
-    raw = size = 0
-    try:
-        while data := await reader.read(SCAN_BLOCK):
-            raw += len(data)
-            while data:
-                out = inflate.decompress(data, SCAN_BLOCK)
-                size += spool.write(out)
-                data = inflate.unconsumed_tail
-                if inflate.eof and not data:
-                    # A concatenated member starts in what is left over (gzip(1) does that).
-                    data = inflate.unused_data
-                    inflate = zlib.decompressobj(wbits=31)
-    except BaseException:
-        spool.close()
-        raise
-    finally:
-        await reader.aclose()
-    return SpooledLog(store, log.key, spool, size, raw)
+            self.active -= 1
+
+
+class LogSources:
+    """The logs pages read, within the process's scan slots and disk for copies."""
+
+    def __init__(self, scan_slots: int, disk_bytes: int | None) -> None:
+        self.slots = ScanSlots(scan_slots)
+        self.copies = InflatedLogs(disk_bytes)
+
+    @asynccontextmanager
+    async def open(self, store: Store, log: LogObject, plan: PagePlan) -> AsyncIterator[Ranged]:
+        """The log of `log` for the page `plan`. Overloaded beyond the slots;
+        FileNotFoundError when the log is gone."""
+        size = log.info.size
+        if not log.gzip and size is not None and not plan.walk.filtered:
+            yield CachedReader(store, log.key, size)
+            return
+        with self.slots.take():
+            if not log.gzip and size is not None:
+                yield CachedReader(store, log.key, size)
+            else:
+                async with self.copies.open(store, log) as copy:
+                    yield copy
