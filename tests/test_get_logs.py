@@ -10,9 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamer.catalog import Catalog, LogObject
 from streamer.config import Settings
 from streamer.cursors import Cursor, CursorCodec, Walk, cursor_keys
 from streamer.encoders import FIELD_NAMES
+from streamer.errors import LogsNotReady, LogsPurged
+from streamer.handlers import logs as handlers_logs
+from streamer.handlers.common import resolve as catalog_resolve
 from streamer.lines import Line
 from streamer.logs import scan
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
@@ -43,6 +47,7 @@ def pages_store(store_url: str) -> str:
         run = b'{"status": "%s", "completed_at": "2026-01-01T00:00:00Z"}' % status.encode()
         put(store_url, f"{folder}/{run_id}/run.json", run)
         put(store_url, f"{folder}/{run_id}/training.log", log)
+    put(store_url, f"{folder}/run-queued/run.json", b'{"status": "queued"}')
     return store_url
 
 
@@ -332,6 +337,32 @@ def test_a_run_that_ends_releases_its_last_line(
     body = page(logs_server, token, cursor=end).json()
     assert [item["message"] for item in body["data"]] == ["tw"]
     assert body["next_cursor"] is None  # the end of a terminal run's log
+
+
+def test_a_run_that_has_not_written_its_log_is_an_empty_page_to_poll(
+    logs_server: Running, pages_store: str, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def resolve(catalog: Catalog, model_id: str, org: str, run_id: str | None) -> LogObject:
+        """The catalog's answer, `logs_not_ready` for run-queued as SPEC section 8 has it
+        (passed through unchanged by a catalog that raises it itself)."""
+        try:
+            return await catalog_resolve(catalog, model_id, org, run_id)
+        except LogsPurged:
+            if run_id == "run-queued":
+                raise LogsNotReady() from None
+            raise
+
+    monkeypatch.setattr(handlers_logs, "resolve", resolve)
+    body = page(logs_server, token, run_id="run-queued", level="info").json()
+    assert (body["run_id"], body["data"], body["prev_cursor"]) == ("run-queued", [], None)
+    cursor = logs_server.app.cursors.decode(body["next_cursor"])
+    assert (cursor.position, cursor.walk.direction, cursor.walk.levels) == (0, "forward", ("INFO",))
+    # Polled: still nothing, the same cursor; then the run writes its first lines.
+    again = page(logs_server, token, cursor=body["next_cursor"]).json()
+    assert again["data"] == [] and again["next_cursor"] == body["next_cursor"]
+    put(pages_store, "models/mdl-pages/runs/run-queued/training.log", LIVE_LOG + b"o\n")
+    lines = page(logs_server, token, cursor=body["next_cursor"]).json()
+    assert [item["message"] for item in lines["data"]] == ["one", "two"]
 
 
 def test_a_log_shorter_than_its_cursor(logs_server: Running, pages_store: str, token: str) -> None:

@@ -52,3 +52,19 @@ def page_body(plan: PagePlan, page: Page, log: LogObject, codec: CursorCodec) ->
             "prev_cursor": prev_cursor,
         }
     )
+
+
+def not_ready_body(plan: PagePlan, run_id: str, codec: CursorCodec) -> bytes:
+    """The page of a run that has not written its log yet: no entries, and a forward
+    cursor from offset 0 that a UI polls until lines come (SPEC section 8)."""
+    walk = replace(plan.walk, run_id=run_id, direction="forward")
+    cursor = Cursor(walk=walk, version="", position=0, live=True)
+    return orjson.dumps(
+        {
+            "model_id": walk.model_id,
+            "run_id": run_id,
+            "data": [],
+            "next_cursor": codec.encode(cursor),
+            "prev_cursor": None,
+        }
+    )
