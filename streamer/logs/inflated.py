@@ -1,8 +1,9 @@
 """Local copies of logs that have no random access in the store, shared by pages.
 
 The rules this module keeps:
-- One copy per (key, version, size), made once and shared: the pages of a gzip log do
-  not inflate it again. Pages that ask while it is being made wait for it.
+- One copy per version of an object (key, ETag, size, modified), made once and shared:
+  the pages of a gzip log do not inflate it again; pages that ask while it is being
+  made wait for it. A store that tells none of these gets a copy per page.
 - The copies live in one temporary folder of this process and, with the copy being made,
   never exceed `disk_bytes` (by default a tenth of the temp folder's free space): the
   least recently used copies that no page is reading are removed first; when that is not
@@ -23,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import anyio
 
@@ -33,6 +35,9 @@ from ..storage import Store
 SLICE = 4 << 20
 _READ = 1 << 20
 _PIECE = 1 << 20
+
+
+_Key = tuple[str, str | None, int | None, datetime | None]
 
 
 @dataclass
@@ -103,18 +108,23 @@ class InflatedLogs:
         self.disk_bytes = disk_bytes
         self.used = 0
         self.inflations = 0
-        self._copies: OrderedDict[tuple[str, str, int | None], _Copy] = OrderedDict()
+        self._copies: OrderedDict[_Key, _Copy] = OrderedDict()
 
     @asynccontextmanager
     async def open(self, store: Store, log: LogObject) -> AsyncIterator[CopyFile]:
         """The copy of `log`, made if need be; kept from eviction while in use."""
-        key = (log.key, log.info.etag or "", log.info.size)
+        info = log.info
+        key = (log.key, info.etag, info.size, info.modified)
+        # A store that tells nothing of the version: the copy serves this page alone.
+        shared = key[1:] != (None, None, None)
         reads = bytes_read = 0
         while True:
-            copy = self._copies.get(key)
+            copy = self._copies.get(key) if shared else None
             if copy is None:
                 self._drop_versions(log.key)
-                copy = self._copies[key] = _Copy(os.path.join(self.folder, f"{self.inflations}"))
+                copy = _Copy(os.path.join(self.folder, f"{self.inflations}"))
+                if shared:
+                    self._copies[key] = copy
                 self.inflations += 1
                 copy.users += 1
                 try:
@@ -138,6 +148,8 @@ class InflatedLogs:
                 os.close(fd)
         finally:
             copy.users -= 1
+            if not shared:
+                self._drop(key, copy)
 
     async def _make(self, store: Store, log: LogObject, copy: _Copy) -> tuple[int, int]:
         fd = os.open(copy.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -184,7 +196,7 @@ class InflatedLogs:
             if key[0] == name and copy.users == 0 and copy.ok:
                 self._drop(key, copy)
 
-    def _drop(self, key: tuple[str, str, int | None], copy: _Copy) -> None:
+    def _drop(self, key: _Key, copy: _Copy) -> None:
         if self._copies.get(key) is copy:
             del self._copies[key]
         self.used -= copy.size
