@@ -20,7 +20,7 @@ from streamer.catalog import LogObject, Run
 from streamer.config import Settings
 from streamer.errors import Overloaded
 from streamer.handlers.logs import log_sources
-from streamer.logs import inflated
+from streamer.logs import inflated, scan
 from streamer.logs.inflated import InflatedLogs
 from streamer.storage import ObjectInfo, Store
 from tests.conftest import SECRET, Running, serve_in_thread
@@ -48,6 +48,7 @@ def costs_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     for model in ("mdl-gz-a", "mdl-gz-b", "mdl-gz-c"):
         put_gz_run(root, model, "run-1", SMALL)
     put_run(root, "mdl-plain", "run-1", SMALL)
+    put_run(root, "mdl-scan", "run-1", b"2026-03-13T09:00:00Z [ERROR] the first\n" + BIG[: 4 << 20])
     return root
 
 
@@ -80,25 +81,32 @@ def get(server: Running, token: str, model: str, **params: str | int) -> httpx.R
 
 
 class Gate:
-    """Holds inflation slices in their worker thread until released; counts arrivals."""
+    """Holds calls of `module.name` (inflation slices by default: the work a worker thread
+    does) until released; counts arrivals. `at_call` 0 holds every call."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, at_call: int = 1) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        at_call: int = 1,
+        module: object = inflated,
+        name: str = "_inflate_slice",
+    ) -> None:
         self.arrived = threading.Semaphore(0)
         self.release = threading.Event()
         self._calls = 0
         self._lock = threading.Lock()
-        real = inflated._inflate_slice
+        real = getattr(module, name)
 
-        def gated(state: inflated._Inflater) -> int:
+        def gated(*args: object) -> object:
             with self._lock:
                 self._calls += 1
                 held = self._calls == at_call or at_call == 0
             if held:
                 self.arrived.release()
                 assert self.release.wait(HANG_GUARD_S)
-            return real(state)
+            return real(*args)
 
-        monkeypatch.setattr(inflated, "_inflate_slice", gated)
+        monkeypatch.setattr(module, name, gated)
 
     def wait(self) -> None:
         assert self.arrived.acquire(timeout=HANG_GUARD_S)
@@ -122,6 +130,24 @@ def test_healthz_answers_while_a_gzip_page_inflates(
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert [item["offset"] for item in data] == [len(BIG) - n * len(LINE) for n in (3, 2, 1)]
+
+
+def test_healthz_answers_while_a_filtered_page_scans(
+    serve: Callable[[int], Running], token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(4)
+    # Held in the second block of the scan: parsing and matching run in a worker thread.
+    gate = Gate(monkeypatch, at_call=2, module=scan, name="_backward_block")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(get, server, token, "mdl-scan", level="ERROR")
+        gate.wait()
+        with httpx.Client(timeout=HANG_GUARD_S) as client:
+            assert client.get(server.url + "/healthz").status_code == 200
+        assert not pending.done()
+        gate.release.set()
+        response = pending.result(HANG_GUARD_S)
+    assert response.status_code == 200, response.text
+    assert [item["message"] for item in response.json()["data"]] == ["the first"]
 
 
 def test_the_pages_of_a_gzip_log_share_one_inflation(

@@ -12,6 +12,7 @@ The rules this module keeps:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple
 
 import anyio
 
@@ -24,6 +25,10 @@ MAX_BLOCK = 8 << 20
 SCAN_BLOCK = 1 << 20
 SCAN_BUDGET = 64 << 20
 _THREAD_BLOCK = 64 << 10
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
+Match = Callable[[Line, str | None], bool]
 
 
 async def whole_lines(
@@ -59,9 +64,14 @@ async def whole_lines(
 async def parse_lines(data: bytes, base: int) -> list[Line]:
     """`parse_block`, in a worker thread unless the block is small: the event loop keeps
     serving other requests (and probes) while a page parses megabytes."""
-    if len(data) < _THREAD_BLOCK:
-        return parse_block(data, base)
-    return await anyio.to_thread.run_sync(parse_block, data, base)
+    return await _off_loop(parse_block, len(data), data, base)
+
+
+async def _off_loop(function: Callable[[*Args], T], size: int, *args: *Args) -> T:
+    """`function(*args)` on `size` bytes of log: in a worker thread unless they are few."""
+    if size < _THREAD_BLOCK:
+        return function(*args)
+    return await anyio.to_thread.run_sync(function, *args)
 
 
 def _needle(walk: Walk) -> bytes | None:
@@ -75,7 +85,7 @@ def _needle(walk: Walk) -> bytes | None:
     return walk.contains.encode()
 
 
-def _matcher(walk: Walk) -> Callable[[Line, str | None], bool]:
+def _matcher(walk: Walk) -> Match:
     """Whether a line matches the filters, given its effective level."""
     levels = frozenset(walk.levels) if walk.levels is not None else None
     contains = walk.contains
@@ -125,6 +135,54 @@ async def _level_before(file: Ranged, position: int, start: int) -> tuple[str | 
     return None, scanned
 
 
+def _forward_block(
+    data: bytes, base: int, level: str | None, match: Match, room: int
+) -> tuple[list[Line], str | None, int | None]:
+    """Up to `room` matches in a block read forward, the effective level after it, and
+    where the page ends if it filled."""
+    found: list[Line] = []
+    for line in parse_block(data, base):
+        if line.shaped:
+            level = line.level
+        if match(line, level):
+            found.append(line)
+            if len(found) == room:
+                return found, level, line.end
+    return found, level, None
+
+
+def _backward_block(
+    data: bytes, low: int, pending: list[Line], walk: Walk, match: Match, room: int
+) -> tuple[list[Line], list[Line], int | None]:
+    """Up to `room` matches in a block read backward (the latest first), the lines still
+    waiting for a level, and where the page ends if it filled."""
+    level: str | None = None
+    seen = False
+    unknown: list[Line] = []
+    known: list[tuple[Line, str | None]] = []
+    for line in parse_block(data, low):
+        if line.shaped:
+            level, seen = line.level, True
+        if seen or walk.levels is None:
+            known.append((line, level))
+        else:
+            unknown.append(line)
+    if seen:
+        settled = [(line, level) for line in pending]
+        pending = unknown
+    else:
+        settled, pending = [], unknown + pending
+    found: list[Line] = []
+    for line, effective in reversed(known + settled):
+        if match(line, effective):
+            found.append(line)
+            if len(found) == room:
+                return found, pending, line.offset
+    if walk.contains is not None:
+        pending = [line for line in pending if walk.contains in line.message]
+    return found, pending[len(pending) - (room - len(found)) :], None
+
+
 async def scan_forward(
     file: Ranged, position: int, start: int, stop: int, walk: Walk, limit: int
 ) -> tuple[list[Line], int]:
@@ -144,15 +202,13 @@ async def scan_forward(
         data = await whole_lines(file, position, high, stop, grow=position == first)
         if not data:
             break
-        skip = needle is not None and needle not in data
-        lines = [] if skip else await parse_lines(data, position)
-        for line in lines:
-            if line.shaped:
-                level = line.level
-            if match(line, level):
-                found.append(line)
-                if len(found) == limit:
-                    return found, line.end
+        if needle is None or needle in data:
+            more, level, end = await _off_loop(
+                _forward_block, len(data), data, position, level, match, limit - len(found)
+            )
+            found += more
+            if end is not None:
+                return found, end
         position += len(data)
         scanned += len(data)
         # A block skipped unparsed costs the loop a search: let others in between.
@@ -172,8 +228,6 @@ async def scan_backward(
     count as having no level.
     """
     match = _matcher(walk)
-    by_level = walk.levels is not None
-    room = limit
     found: list[Line] = []  # the latest first
     pending: list[Line] = []  # file order
     high, scanned = position, 0
@@ -184,31 +238,14 @@ async def scan_backward(
         if not data:
             break
         scanned += len(data)
-        level: str | None = None
-        seen = False
-        unknown: list[Line] = []
-        known: list[tuple[Line, str | None]] = []
-        lines = [] if needle is not None and needle not in data else await parse_lines(data, low)
-        for line in lines:
-            if line.shaped:
-                level, seen = line.level, True
-            if seen or not by_level:
-                known.append((line, level))
-            else:
-                unknown.append(line)
-        if seen:
-            settled = [(line, level) for line in pending]
-            pending = unknown
-        else:
-            settled, pending = [], unknown + pending
-        for line, effective in reversed(known + settled):
-            if match(line, effective):
-                found.append(line)
-                if len(found) == room:
-                    return found[::-1], line.offset
-        if walk.contains is not None:
-            pending = [line for line in pending if walk.contains in line.message]
-        pending = pending[len(pending) - (room - len(found)) :]
+        if needle is not None and needle not in data:
+            data = b""  # no line here can match; the pending ones wait on
+        more, pending, end = await _off_loop(
+            _backward_block, len(data), data, low, pending, walk, match, limit - len(found)
+        )
+        found += more
+        if end is not None:
+            return found[::-1], end
         high = low
         await anyio.lowlevel.checkpoint()
     return found[::-1], high
