@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -245,5 +246,22 @@ def test_a_log_of_unknown_size_and_version_is_copied_for_its_page_alone(tmp_path
             # Nothing tells a later version from this one: the copy is not kept.
             assert files(copies.folder) == 0 and copies.used == 0
         assert copies.inflations == 2
+
+    anyio.run(main)
+
+
+def test_a_truncated_gzip_log_is_an_error_and_leaves_no_copy(tmp_path: Path) -> None:
+    whole = gz_log(str(tmp_path), "0.log.gz", SMALL)
+    data = Path(tmp_path, "0.log.gz").read_bytes()
+    put(str(tmp_path), "0.log.gz", data[: len(data) // 2])
+    info = ObjectInfo(len(data) // 2, "half", None)
+    log = LogObject("mdl-x", whole.run, whole.key, True, info)
+
+    async def main() -> None:
+        copies = InflatedLogs()
+        with pytest.raises(zlib.error):
+            async with copies.open(Store.from_url(str(tmp_path)), log):
+                pass
+        assert files(copies.folder) == 0 and copies.used == 0
 
     anyio.run(main)

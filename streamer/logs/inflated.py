@@ -73,28 +73,38 @@ class _Inflater:
         self.fd, self.gzip = fd, gzip
         self.pending = b""
         self._inflate = zlib.decompressobj(wbits=31)
+        self._between_members = False
 
-    def feed(self, data: bytes) -> None:
-        self.pending = data
+    @property
+    def complete(self) -> bool:
+        """Whether what was fed ends where a gzip member does (plain bytes always do)."""
+        return not self.gzip or self._between_members
+
+    def slice(self) -> int:
+        """Write up to `SLICE` bytes of output of `pending`; the bytes written."""
+        written = 0
+        while self.pending and written < SLICE:
+            out = self.pending
+            self.pending = b""
+            if self.gzip:
+                inflate = self._inflate
+                out = inflate.decompress(out, _PIECE)
+                self.pending = inflate.unconsumed_tail
+                self._between_members = inflate.eof and not self.pending
+                if self._between_members:
+                    # A concatenated member starts in what is left over (gzip(1) does that).
+                    self.pending = inflate.unused_data
+                    self._inflate = zlib.decompressobj(wbits=31)
+            view = memoryview(out)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            written += len(out)
+        return written
 
 
 def _inflate_slice(state: _Inflater) -> int:
-    """Write up to `SLICE` bytes of output of `state.pending`; the bytes written.
-    Runs in a worker thread."""
-    written = 0
-    while state.pending and written < SLICE:
-        if not state.gzip:
-            out, state.pending = state.pending, b""
-        else:
-            inflate = state._inflate
-            out = inflate.decompress(state.pending, _PIECE)
-            state.pending = inflate.unconsumed_tail
-            if inflate.eof and not state.pending:
-                # A concatenated member starts in what is left over (gzip(1) does that).
-                state.pending = inflate.unused_data
-                state._inflate = zlib.decompressobj(wbits=31)
-        written += os.write(state.fd, out)
-    return written
+    """`state.slice()`, in a worker thread."""
+    return state.slice()
 
 
 class InflatedLogs:
@@ -160,7 +170,7 @@ class InflatedLogs:
             try:
                 while data := await reader.read(_READ):
                     raw += len(data)
-                    state.feed(data)
+                    state.pending = data
                     while state.pending:
                         self._reserve(copy)
                         written = 0
@@ -173,6 +183,8 @@ class InflatedLogs:
                 await reader.aclose()
         finally:
             os.close(fd)
+        if not state.complete:
+            raise zlib.error("truncated gzip stream")
         copy.ok = True
         copy.ready.set()
         return 1, raw
