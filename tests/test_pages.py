@@ -289,15 +289,11 @@ def test_versions() -> None:
     check_version(plan, log_object())
     with pytest.raises(InvalidCursor):
         check_version(plan, log_object(etag="v2"))
-    # A run still writing: a new version is the log grown; shorter than the cursor is not.
+    # A run still writing: a new version is the log grown (its length is the walk's check).
     check_version(plan, log_object("running", "v2", 100))
-    with pytest.raises(InvalidCursor):
-        check_version(plan, log_object("running", "v2", 99))
     # Made while the run wrote its log: the run that ended since may have written more.
     live = plan_page("mdl-a", cursor_query(replace(BASE, live=True)), CODEC)
     check_version(live, log_object("completed", "v2", 100))
-    with pytest.raises(InvalidCursor):
-        check_version(live, log_object("completed", "v2", 99))
 
 
 def test_body_and_null_cursors() -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from streamer.cursors import Cursor, Walk
 from streamer.encoders import parse_line
+from streamer.errors import InvalidCursor
 from streamer.lines import Line, time_key
 from streamer.logs import scan
 from streamer.logs.plan import PagePlan
@@ -336,3 +337,14 @@ def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
     found = flatten(anyio.run(walk, file, plan(direction, 7, contains="step 12345")), direction)
     expected = [n for n in range(size // LINE) if str(n).startswith("12345")]
     assert [got.offset // LINE for got in found] == expected
+
+
+@pytest.mark.parametrize("direction", ["backward", "forward"])
+def test_a_cursor_past_the_end_of_the_log_is_refused(direction: str) -> None:
+    data = big_log(5)
+    start = plan(direction)
+    past = replace(start, cursor=Cursor(start.walk, "", len(data) + 1))
+    with pytest.raises(InvalidCursor):
+        anyio.run(read_page, memory_file(data), past, False)
+    at_end = replace(start, cursor=Cursor(start.walk, "", len(data)))
+    assert anyio.run(read_page, memory_file(data), at_end, False).far in (0, len(data))

@@ -2,7 +2,8 @@
 
 `plan_page` is the rest of check 2 (400 `invalid_cursor`), decided from the request and
 the cursor alone. `check_version` is the one cursor check that needs the object's
-metadata. A plan holds the `Walk` it continues and the `Cursor` it continues from, never
+metadata (the cursor's position against the log's length is the walk's check, in
+`seek`). A plan holds the `Walk` it continues and the `Cursor` it continues from, never
 copies of their fields.
 """
 
@@ -70,16 +71,14 @@ def version(log: LogObject) -> str:
 
 
 def check_version(plan: PagePlan, log: LogObject) -> None:
-    """InvalidCursor when the cursor's object was replaced (terminal run) or cut short.
+    """InvalidCursor when the cursor's object was replaced and the run is terminal.
 
     A cursor made while the run was still writing its log knows the log may have grown
-    since, even if the run has ended: only its length is checked.
+    since, even if the run has ended: only its length counts, which the walk checks
+    (`seek.read_page`) once the log's length is known (inflated, for gzip).
     """
     cursor = plan.cursor
     if cursor is None:
         return
     if log.run.status in TERMINAL and not cursor.live and cursor.version != version(log):
-        raise InvalidCursor()
-    size = log.info.size
-    if not log.gzip and size is not None and cursor.position > size:
         raise InvalidCursor()
