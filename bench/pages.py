@@ -36,9 +36,10 @@ import orjson
 from bench.stats import percentile
 from streamer.auth import issue_token
 from streamer.config import Settings
-from streamer.pages import PagePlan
-from streamer.seek import LogFile, read_page
-from streamer.storage import Store
+from streamer.cursors import Cursor, Direction, Walk
+from streamer.logs.plan import PagePlan
+from streamer.logs.seek import read_page
+from streamer.storage import CachedReader, Store
 from testkit.dataset import ORG, put_run
 from testkit.emulators import BUCKET, fsspec_conf, make_bucket, moto_server
 from testkit.generated import LINE, put_generated, render, timestamp
@@ -76,15 +77,10 @@ def engine_reads(root: str, size: str, query: dict[str, str]) -> tuple[int, int]
     store = Store.from_url(root)
     key = f"models/{model_of(size)}/runs/run-1/training.log"
     total = size_of(size) - size_of(size) % LINE
-    plan = PagePlan(
-        model_of(size),
-        None,
-        "forward" if query.get("direction") == "forward" else "backward",
-        int(query["limit"]),
-        "default",
-        since=query.get("since"),
-    )
-    file = LogFile(store, key, total)
+    direction: Direction = "forward" if query.get("direction") == "forward" else "backward"
+    walk = Walk(model_of(size), None, direction, since=query.get("since"))
+    plan = PagePlan(walk, int(query["limit"]))
+    file = CachedReader(store, key, total)
     anyio.run(read_page, file, plan, True)
     return file.reads, file.bytes_read
 
@@ -136,11 +132,12 @@ def walk_check(size: int) -> dict[str, Any]:
     result: dict[str, Any] = {"size": log.size, "lines": log.size // LINE}
     for direction in ("backward", "forward"):
         started = time.perf_counter()
-        plan: PagePlan | None = PagePlan("mdl-walk", None, direction, 1000, "default")
+        walk = Walk("mdl-walk", None, direction)
+        plan: PagePlan | None = PagePlan(walk, 1000)
         offsets: list[int] = []
         pages = 0
         while plan is not None:
-            page = anyio.run(read_page, LogFile(store, "walk.log", log.size), plan, True)
+            page = anyio.run(read_page, CachedReader(store, "walk.log", log.size), plan, True)
             pages += 1
             chunk = [line.offset for line in page.lines]
             offsets = chunk + offsets if direction == "backward" else offsets + chunk
@@ -148,16 +145,7 @@ def walk_check(size: int) -> dict[str, Any]:
             plan = (
                 None
                 if done
-                else PagePlan(
-                    "mdl-walk",
-                    None,
-                    direction,
-                    1000,
-                    "default",
-                    position=page.far,
-                    start=0,
-                    stop=log.size,
-                )
+                else PagePlan(walk, 1000, cursor=Cursor(walk, "", page.far, 0, log.size))
             )
         result[direction] = {
             "pages": pages,

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import anyio
@@ -32,6 +32,7 @@ from anyio.abc import TaskGroup
 from streamer import metrics
 from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
 from streamer.storage import ObjectInfo, Store
+from streamer.times import parse_datetime
 
 MODEL_ID = re.compile(r"mdl-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -39,11 +40,6 @@ RUN_ID = re.compile(r"run-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 # RFC 3339 only: datetime.fromisoformat alone also takes "2026-03-13" and week dates.
-_TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))?",
-    re.ASCII,
-)
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _READ_CONCURRENCY = 64
 _CACHE_ENTRIES = 10_000
@@ -98,23 +94,12 @@ def _parse_timestamp(value: object) -> datetime | None:
     """An RFC 3339 time, or None for null. A time without an offset is taken as UTC."""
     if value is None:
         return None
-    match = _TIMESTAMP.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
+    if not isinstance(value, str):
         raise _Malformed("a time is not an RFC 3339 string")
-    *parts, fraction, sign, off_h, off_m = match.groups()
-    year, month, day, hour, minute, second = map(int, parts)
-    tz: timezone = UTC
-    if sign is not None:
-        if int(off_h) > 23 or int(off_m) > 59:
-            raise _Malformed("a time has an impossible offset")
-        offset = timedelta(hours=int(off_h), minutes=int(off_m))
-        tz = timezone(-offset if sign == "-" else offset)
-    micros = int((fraction or "")[:6].ljust(6, "0"))
     try:
-        # RFC 3339 allows a leap second (:60); datetime does not.
-        return datetime(year, month, day, hour, minute, min(second, 59), micros, tz)
-    except ValueError:
-        raise _Malformed("a time is not a calendar date") from None
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise _Malformed(str(exc)) from None
 
 
 def _document(data: bytes, id_key: str, folder: str) -> dict[str, Any]:

@@ -35,23 +35,39 @@ _DIRECTIONS: dict[str, Direction] = {"b": "backward", "f": "forward"}
 
 
 @dataclass(frozen=True)
+class Walk:
+    """What a walk of pages is bound to: the model, the run (None: the default run, until
+    the first page finds it), the direction, the time window and the filters."""
+
+    model_id: str
+    run_id: str | None
+    direction: Direction
+    since: str | None = None
+    until: str | None = None
+    levels: tuple[str, ...] | None = None
+    contains: str | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    @property
+    def filtered(self) -> bool:
+        return self.levels is not None or self.contains is not None
+
+
+@dataclass(frozen=True)
 class Cursor:
-    """Where the next page starts, and everything the walk is bound to.
+    """Where the next page of `walk` starts, and the object it was made on.
 
     `start` and `stop` are the window's edges once found for good (None: find them
     again, the log may still grow); `version` is the object's version it was made on,
     `live` whether the run was still writing it then.
     """
 
-    model_id: str
-    run_id: str
+    walk: Walk
     version: str
     position: int
-    direction: Direction
-    since: str | None = None
-    until: str | None = None
-    levels: tuple[str, ...] | None = None
-    contains: str | None = None
     start: int | None = None
     stop: int | None = None
     live: bool = False
@@ -88,17 +104,18 @@ class CursorCodec:
         self._keys = tuple(keys)
 
     def encode(self, cursor: Cursor) -> str:
+        walk = cursor.walk
         body = [
             _FORMAT,
-            cursor.model_id,
-            cursor.run_id,
+            walk.model_id,
+            walk.run_id,
             cursor.version,
             cursor.position,
-            cursor.direction[0],
-            cursor.since,
-            cursor.until,
-            list(cursor.levels) if cursor.levels is not None else None,
-            cursor.contains,
+            walk.direction[0],
+            walk.since,
+            walk.until,
+            list(walk.levels) if walk.levels is not None else None,
+            walk.contains,
             cursor.start,
             cursor.stop,
             cursor.live,
@@ -152,20 +169,16 @@ def _cursor(body: Any) -> Cursor:
         or not (levels is None or all(isinstance(level, str) for level in levels))
     ):
         raise ValueError("malformed cursor")
-    return Cursor(
+    walk = Walk(
         model_id,
         run_id,
-        version,
-        position,
         _DIRECTIONS[direction],
         since,
         until,
         tuple(levels) if levels is not None else None,
         contains,
-        start,
-        stop,
-        live,
     )
+    return Cursor(walk, version, position, start, stop, live)
 
 
 def _position(value: object) -> bool:

@@ -30,6 +30,8 @@ from typing import Literal
 
 import orjson
 
+from .times import TIMESTAMP
+
 try:
     from . import _speedups
 except ImportError:  # built without a C compiler: the pure-Python path serves
@@ -58,12 +60,8 @@ __all__ = [
 NATIVE = _speedups is not None
 """Whether the native encoder was built; `LineEncoder` uses it by default when it was."""
 
-# [0-9] rather than \d: the same in a bytes pattern, and still right if one is made str
-# (where \d takes any Unicode digit).
-_TIMESTAMP = (
-    rb"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-    rb"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
+# Built from text with [0-9], not \d: the same in a bytes pattern as in a str one.
+_TIMESTAMP = TIMESTAMP.encode()
 _LINE = re.compile(rb"(" + _TIMESTAMP + rb") \[([A-Za-z]+)\](?: (.*))?", re.DOTALL)
 # The same shape as an optional prefix, so that every line of a block is one match.
 # It runs on escaped text: escapes start with a backslash, which no prefix can hold, so

@@ -10,11 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamer import seek
+from streamer.catalog import Catalog, LogObject
 from streamer.config import Settings
-from streamer.cursors import Cursor, CursorCodec, cursor_keys
+from streamer.cursors import Cursor, CursorCodec, Walk, cursor_keys
 from streamer.encoders import FIELD_NAMES
+from streamer.errors import LogsNotReady, LogsPurged
+from streamer.handlers import logs as handlers_logs
+from streamer.handlers.common import resolve as catalog_resolve
 from streamer.lines import Line
+from streamer.logs import scan
 from testkit.dataset import LOG_A2, LOG_GZ, OTHER_ORG, put, put_run
 from testkit.reference import reference_lines, reference_page_lines, timed_log
 from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
@@ -43,6 +47,7 @@ def pages_store(store_url: str) -> str:
         run = b'{"status": "%s", "completed_at": "2026-01-01T00:00:00Z"}' % status.encode()
         put(store_url, f"{folder}/{run_id}/run.json", run)
         put(store_url, f"{folder}/{run_id}/training.log", log)
+    put(store_url, f"{folder}/run-queued/run.json", b'{"status": "queued"}')
     return store_url
 
 
@@ -171,7 +176,7 @@ def test_a_cursor_never_opens_another_tenants_log(
     # Signed with the service's own key and naming the other tenant's model and run: the
     # catalog still answers for the caller's token.
     codec = CursorCodec(cursor_keys(None, SECRET))
-    theirs = codec.encode(Cursor("mdl-beta", "run-b1", "", 0, "forward"))
+    theirs = codec.encode(Cursor(Walk("mdl-beta", "run-b1", "forward"), "", 0))
     response = page(logs_server, make_token(), "mdl-beta", cursor=theirs)
     assert_problem(response, 404, "model_not_found")
     assert page(logs_server, make_token(org=OTHER_ORG), "mdl-beta", cursor=theirs).status_code in (
@@ -334,6 +339,32 @@ def test_a_run_that_ends_releases_its_last_line(
     assert body["next_cursor"] is None  # the end of a terminal run's log
 
 
+def test_a_run_that_has_not_written_its_log_is_an_empty_page_to_poll(
+    logs_server: Running, pages_store: str, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def resolve(catalog: Catalog, model_id: str, org: str, run_id: str | None) -> LogObject:
+        """The catalog's answer, `logs_not_ready` for run-queued as SPEC section 8 has it
+        (passed through unchanged by a catalog that raises it itself)."""
+        try:
+            return await catalog_resolve(catalog, model_id, org, run_id)
+        except LogsPurged:
+            if run_id == "run-queued":
+                raise LogsNotReady() from None
+            raise
+
+    monkeypatch.setattr(handlers_logs, "resolve", resolve)
+    body = page(logs_server, token, run_id="run-queued", level="info").json()
+    assert (body["run_id"], body["data"], body["prev_cursor"]) == ("run-queued", [], None)
+    cursor = logs_server.app.cursors.decode(body["next_cursor"])
+    assert (cursor.position, cursor.walk.direction, cursor.walk.levels) == (0, "forward", ("INFO",))
+    # Polled: still nothing, the same cursor; then the run writes its first lines.
+    again = page(logs_server, token, cursor=body["next_cursor"]).json()
+    assert again["data"] == [] and again["next_cursor"] == body["next_cursor"]
+    put(pages_store, "models/mdl-pages/runs/run-queued/training.log", LIVE_LOG + b"o\n")
+    lines = page(logs_server, token, cursor=body["next_cursor"]).json()
+    assert [item["message"] for item in lines["data"]] == ["one", "two"]
+
+
 def test_a_log_shorter_than_its_cursor(logs_server: Running, pages_store: str, token: str) -> None:
     end = page(logs_server, token, run_id="run-shrink").json()["prev_cursor"]
     put(pages_store, "models/mdl-pages/runs/run-shrink/training.log", LIVE_LOG[:10])
@@ -407,8 +438,8 @@ def test_a_filtered_page_stops_at_its_budget(
 ) -> None:
     # The server runs in this process: a budget of 6 KiB a page (blocks of 2 KiB) makes
     # the 64 MiB rule show on a small log.
-    monkeypatch.setattr(seek, "SCAN_BUDGET", 6144)
-    monkeypatch.setattr(seek, "SCAN_BLOCK", 2048)
+    monkeypatch.setattr(scan, "SCAN_BUDGET", 6144)
+    monkeypatch.setattr(scan, "SCAN_BLOCK", 2048)
     first = page(logs_server, token, run_id="run-p", level="NOPE", direction=direction).json()
     assert first["data"] == [] and first["next_cursor"] is not None
     walked, pages = walk(

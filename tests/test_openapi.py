@@ -30,8 +30,7 @@ from streamer.config import Settings
 from streamer.cursors import _TEXT, Cursor, CursorCodec
 from streamer.encoders import FIELD_NAMES, Fields, reference_encode
 from streamer.lines import MAX_MESSAGE, entry, parse_block
-from streamer.observe import Observe
-from streamer.pages import (
+from streamer.logs.query import (
     DEFAULT_LIMIT,
     DIRECTIONS,
     MAX_CONTAINS,
@@ -39,6 +38,7 @@ from streamer.pages import (
     PageQuery,
     parse_page_query,
 )
+from streamer.observe import Observe
 from streamer.plan import FORMATS, REQUEST_ID
 from streamer.pump import Message
 from streamer.routes import route_name, templates

@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from streamer.config import Settings
-from streamer.pages import PagePlan
-from streamer.seek import BLOCK, LogFile, read_page
-from streamer.storage import Store
+from streamer.cursors import Walk
+from streamer.logs.plan import PagePlan
+from streamer.logs.scan import BLOCK
+from streamer.logs.seek import read_page
+from streamer.storage import CachedReader, Store
 from testkit.dataset import put_run
 from testkit.emulators import BUCKET, fsspec_conf
 from testkit.generated import LINE, put_generated, render, timestamp
@@ -27,13 +29,13 @@ GIB = 1 << 30
 
 
 def plan(direction: str = "backward", **kwargs: object) -> PagePlan:
-    return PagePlan("mdl-costs", None, direction, 100, "default", **kwargs)  # type: ignore[arg-type]
+    return PagePlan(Walk("mdl-costs", None, direction, **kwargs), 100)  # type: ignore[arg-type]
 
 
 def engine_page(
     store: Store, key: str, size: int, page_plan: PagePlan
-) -> tuple[LogFile, list[str]]:
-    file = LogFile(store, key, size)
+) -> tuple[CachedReader, list[str]]:
+    file = CachedReader(store, key, size)
     page = anyio.run(read_page, file, page_plan, True)
     return file, [line.message for line in page.lines]
 

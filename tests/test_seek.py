@@ -14,11 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer import seek
+from streamer.cursors import Cursor, Walk
+from streamer.errors import InvalidCursor
 from streamer.lines import Line
-from streamer.pages import Page, PagePlan
-from streamer.seek import LogFile, read_page
-from streamer.storage import Store
+from streamer.logs import scan
+from streamer.logs.plan import PagePlan
+from streamer.logs.seek import Page, read_page
+from streamer.storage import CachedReader, Store
 from testkit.dataset import big_log
 from testkit.reference import reference_lines, reference_page_lines, timed_log
 from testkit.strategies import any_log
@@ -26,28 +28,30 @@ from testkit.strategies import any_log
 _keys = itertools.count()
 
 
-def memory_file(data: bytes) -> LogFile:
+def memory_file(data: bytes) -> CachedReader:
     key = f"walk/{next(_keys)}.log"
     with fsspec.filesystem("memory").open(f"/seek-tests/{key}", "wb") as file:
         file.write(data)
-    return LogFile(Store.from_url("memory://seek-tests"), key, len(data))
+    return CachedReader(Store.from_url("memory://seek-tests"), key, len(data))
 
 
 def next_plan(plan: PagePlan, page: Page) -> PagePlan | None:
     """What the next_cursor of `page` holds, or None where it would be null."""
-    if plan.direction == "backward" and page.far <= page.start:
+    if plan.walk.direction == "backward" and page.far <= page.start:
         return None
-    if plan.direction == "forward" and page.far >= page.stop and page.stop_final:
+    if plan.walk.direction == "forward" and page.far >= page.stop and page.stop_final:
         return None
-    return replace(
-        plan,
-        position=page.far,
+    cursor = Cursor(
+        plan.walk,
+        "",
+        page.far,
         start=page.start if page.start_final else None,
         stop=page.stop if page.stop_final else None,
     )
+    return replace(plan, cursor=cursor)
 
 
-async def walk(file: LogFile, plan: PagePlan, terminal: bool = True) -> list[list[Line]]:
+async def walk(file: CachedReader, plan: PagePlan, terminal: bool = True) -> list[list[Line]]:
     """Every page of a walk, in the order read."""
     pages: list[list[Line]] = []
     current: PagePlan | None = plan
@@ -72,7 +76,7 @@ def flatten(pages: list[list[Line]], direction: str) -> list[Line]:
 
 
 def plan(direction: str = "backward", limit: int = 100, **filters: object) -> PagePlan:
-    return PagePlan("mdl-x", None, direction, limit, "default", **filters)  # type: ignore[arg-type]
+    return PagePlan(Walk("mdl-x", None, direction, **filters), limit)  # type: ignore[arg-type]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -178,17 +182,17 @@ def local_big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 
 def test_the_last_page_reads_one_block_from_the_end(local_big: Store) -> None:
-    file = LogFile(local_big, "big.log", len(TAIL_LINES))
+    file = CachedReader(local_big, "big.log", len(TAIL_LINES))
     page = anyio.run(read_page, file, plan(limit=100), True)
     assert [line.offset for line in page.lines] == [
         line.offset for line in reference_lines(TAIL_LINES[-200 * 57 :])[-100:]
     ] or len(page.lines) == 100
     assert page.lines[-1].end == len(TAIL_LINES)
-    assert (file.reads, file.bytes_read) == (1, seek.BLOCK)
+    assert (file.reads, file.bytes_read) == (1, scan.BLOCK)
 
 
 def test_a_line_longer_than_a_block_is_read_whole_backward_and_forward() -> None:
-    long = b"2026-03-13T10:00:00Z [INFO] " + b"x" * (5 * seek.BLOCK) + b"\n"
+    long = b"2026-03-13T10:00:00Z [INFO] " + b"x" * (5 * scan.BLOCK) + b"\n"
     data = big_log(10) + long + big_log(10)
     for direction in ("backward", "forward"):
         walked = anyio.run(walk, memory_file(data), plan(direction, 3))
@@ -201,20 +205,20 @@ def test_a_since_page_reads_log_size_blocks() -> None:
     page = anyio.run(read_page, file, plan("forward", 10, since="2026-03-13T05:00:00Z"), True)
     assert page.lines[0].timestamp == "2026-03-13T05:00:00Z"
     # Bisection: one or two reads per halving of the log, down to a block.
-    halvings = (len(data) // seek.BLOCK).bit_length()
+    halvings = (len(data) // scan.BLOCK).bit_length()
     assert file.reads <= 2 * halvings + 2
 
 
 def test_a_filtered_page_stops_after_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seek, "SCAN_BUDGET", 4 * seek.BLOCK)
-    monkeypatch.setattr(seek, "SCAN_BLOCK", seek.BLOCK)
+    monkeypatch.setattr(scan, "SCAN_BUDGET", 4 * scan.BLOCK)
+    monkeypatch.setattr(scan, "SCAN_BLOCK", scan.BLOCK)
     data = big_log(40_000)  # no ERROR line at all
     for direction in ("forward", "backward"):
         file = memory_file(data)
         page = anyio.run(read_page, file, plan(direction, levels=("ERROR",)), True)
         assert page.lines == [] and page.near == page.far
-        assert 0 < abs(page.far - (0 if direction == "forward" else len(data))) <= 4 * seek.BLOCK
-        assert file.bytes_read <= 5 * seek.BLOCK
+        assert 0 < abs(page.far - (0 if direction == "forward" else len(data))) <= 4 * scan.BLOCK
+        assert file.bytes_read <= 5 * scan.BLOCK
         # Walking on reaches the other end with no line lost.
         marked = data + b"2026-03-13T11:00:00Z [ERROR] the one\n"
         walked = anyio.run(walk, memory_file(marked), plan(direction, levels=("ERROR",)))
@@ -226,13 +230,14 @@ def test_a_growing_log_holds_back_its_unterminated_line(tmp_path: Path) -> None:
     path = tmp_path / "live.log"
     path.write_bytes(data)
     store = Store.from_url(str(tmp_path))
-    first = anyio.run(read_page, LogFile(store, "live.log", len(data)), plan(), False)
+    first = anyio.run(read_page, CachedReader(store, "live.log", len(data)), plan(), False)
     assert len(first.lines) == 5 and first.near == len(big_log(5))
     # The run writes on: the forward cursor from the end picks up where it left.
     path.write_bytes(data + b"ne\n" + big_log(2))
     size = path.stat().st_size
-    follow = plan("forward", position=first.near)
-    page = anyio.run(read_page, LogFile(store, "live.log", size), follow, False)
+    forward = plan("forward")
+    follow = replace(forward, cursor=Cursor(forward.walk, "", first.near))
+    page = anyio.run(read_page, CachedReader(store, "live.log", size), follow, False)
     assert [line.message for line in page.lines] == [
         "half a line",
         "step 0000000 loss=0.0000",
@@ -241,12 +246,12 @@ def test_a_growing_log_holds_back_its_unterminated_line(tmp_path: Path) -> None:
     assert page.far == size
 
 
-def _generated(size: int) -> tuple[LogFile, int]:
+def _generated(size: int) -> tuple[CachedReader, int]:
     from testkit.generated import put_generated
 
     key = f"generated-{size}.log"
     log = put_generated("memory://seek-tests", key, size)
-    return LogFile(Store.from_url("memory://seek-tests"), key, log.size), log.size
+    return CachedReader(Store.from_url("memory://seek-tests"), key, log.size), log.size
 
 
 @pytest.mark.parametrize("direction", ["backward", "forward"])
@@ -269,3 +274,14 @@ def test_walking_5_mb_by_1000_gives_every_line_once(direction: str) -> None:
     found = flatten(anyio.run(walk, file, plan(direction, 7, contains="step 12345")), direction)
     expected = [n for n in range(size // LINE) if str(n).startswith("12345")]
     assert [got.offset // LINE for got in found] == expected
+
+
+@pytest.mark.parametrize("direction", ["backward", "forward"])
+def test_a_cursor_past_the_end_of_the_log_is_refused(direction: str) -> None:
+    data = big_log(5)
+    start = plan(direction)
+    past = replace(start, cursor=Cursor(start.walk, "", len(data) + 1))
+    with pytest.raises(InvalidCursor):
+        anyio.run(read_page, memory_file(data), past, False)
+    at_end = replace(start, cursor=Cursor(start.walk, "", len(data)))
+    assert anyio.run(read_page, memory_file(data), at_end, False).far in (0, len(data))

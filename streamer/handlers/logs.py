@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from ..asgi import Scope, Send
 from ..auth import Principal, authorize
-from ..catalog import valid_model_id
+from ..catalog import LogObject, valid_model_id
+from ..errors import LogsNotReady
+from ..logs.body import not_ready_body, page_body
+from ..logs.plan import TERMINAL, PagePlan, check_version, plan_page
+from ..logs.query import parse_page_query
+from ..logs.seek import read_page
+from ..logs.source import LogSources
 from ..observe import annotate
-from ..pages import TERMINAL, check_version, page_body, parse_page_query, plan_page
 from ..plan import SECURITY_HEADERS
-from ..seek import open_log, read_page
 from .common import Service, resolve, store_failures
+
+# One per service (the slots and copies of a process), made on its first page.
+_SOURCES: WeakKeyDictionary[Service, LogSources] = WeakKeyDictionary()
+
+
+def log_sources(service: Service) -> LogSources:
+    sources = _SOURCES.get(service)
+    if sources is None:
+        settings = service.settings
+        sources = _SOURCES[service] = LogSources(settings.scan_slots, settings.scan_disk_bytes)
+    return sources
 
 
 async def get_logs(
@@ -22,16 +39,18 @@ async def get_logs(
     authorize(principal)
     # bandit B101 (assert): for mypy only, authorize() has refused None.
     assert principal.organization is not None  # nosec B101
-    log = await resolve(service.catalog, model_id, principal.organization, plan.run_id)
-    annotate(scope, run=log.run.run_id)
-    check_version(plan, log)
-    with store_failures(log.key):
-        file = await open_log(service.store, log)
-        try:
-            page = await read_page(file, plan, log.run.status in TERMINAL)
-        finally:
-            await file.aclose()
-    body = page_body(plan, page, log, service.cursors)
+    run_id = plan.walk.run_id
+    try:
+        log = await resolve(service.catalog, model_id, principal.organization, run_id)
+    except LogsNotReady:
+        # Only a named run can be not ready (the default run is a completed one).
+        if run_id is None:
+            raise
+        annotate(scope, run=run_id)
+        body = not_ready_body(plan, run_id, service.cursors)
+    else:
+        annotate(scope, run=log.run.run_id)
+        body = await _page(service, plan, log)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -40,3 +59,11 @@ async def get_logs(
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _page(service: Service, plan: PagePlan, log: LogObject) -> bytes:
+    check_version(plan, log)
+    with store_failures(log.key):
+        async with log_sources(service).open(service.store, log, plan) as file:
+            page = await read_page(file, plan, log.run.status in TERMINAL)
+    return page_body(plan, page, log, service.cursors)

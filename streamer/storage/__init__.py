@@ -5,17 +5,20 @@ ranged GETs, handed out in order)."""
 
 from __future__ import annotations
 
+from .cached import CachedReader, Ranged
 from .parallel import ParallelReader, ReadAhead
 from .readers import GzipReader, ObjectInfo, ObjectReader
 from .retry import ObjectChanged, RetryingReader
 from .store import Store, StoreUnreachable, open_ranged
 
 __all__ = [
+    "CachedReader",
     "GzipReader",
     "ObjectChanged",
     "ObjectInfo",
     "ObjectReader",
     "ParallelReader",
+    "Ranged",
     "ReadAhead",
     "RetryingReader",
     "Store",
