@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -52,3 +53,24 @@ async def test_a_missing_object_fails_at_open(store_url: str) -> None:
     store = Store.from_url(store_url)
     with pytest.raises(FileNotFoundError):
         await store.open("models/mdl-a/runs/run-a/training.log.gz")
+
+
+async def test_a_local_log_replaced_by_same_size_bytes_with_its_mtime_restored_is_another_version(
+    tmp_path: Path,
+) -> None:
+    store = Store.from_url(str(tmp_path))
+    key = "models/mdl-a/runs/run-a/training.log"
+    path = tmp_path / key
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a" * 100)
+    before = await store.info(key)
+    stamp = path.stat().st_mtime_ns
+    # Kept linked, the old file's inode cannot be handed to the replacement.
+    os.link(path, tmp_path / "old")
+    (tmp_path / "new").write_bytes(b"b" * 100)
+    os.utime(tmp_path / "new", ns=(stamp, stamp))
+    os.replace(tmp_path / "new", path)
+    after = await store.info(key)
+    assert before is not None and after is not None
+    assert (after.size, after.modified) == (before.size, before.modified)
+    assert after.etag != before.etag

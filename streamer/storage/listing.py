@@ -20,6 +20,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .local import file_version
+
 T = TypeVar("T")
 
 # A local file modified this recently may be rewritten within the same timestamp tick
@@ -65,7 +67,7 @@ async def list_gcs(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
 
 
 def list_local(root: str, prefix: str) -> dict[str, str | None]:
-    """Files below `root/prefix` (keys relative to `root`) with mtime_ns and size."""
+    """Files below `root/prefix` (keys relative to `root`) with their versions (`file_version`)."""
     found: dict[str, str | None] = {}
     racy_after = time.time_ns() - _RACY_NS
     pending = [prefix.rstrip("/")]
@@ -88,7 +90,7 @@ def list_local(root: str, prefix: str) -> dict[str, str | None]:
                 found[key] = None
                 continue
             fresh = stat.st_mtime_ns > racy_after
-            found[key] = None if fresh else f"{stat.st_mtime_ns}:{stat.st_size}"
+            found[key] = None if fresh else file_version(stat)
     return found
 
 

@@ -7,9 +7,32 @@ per request, for nothing a plain file lacks.
 
 from __future__ import annotations
 
+import os
+import stat
+from datetime import UTC, datetime
 from typing import Any
 
-from .readers import ObjectReader, Ranged
+from .readers import ObjectInfo, ObjectReader, Ranged
+
+
+def file_version(st: os.stat_result) -> str:
+    """A local file's version: inode, ctime, mtime and size. mtime and size alone miss a file
+    replaced by other bytes of the same size whose mtime was restored (`os.utime`, rsync -t);
+    the replacement has another inode or, rewritten in place, a later ctime, which no
+    caller can set."""
+    return f"{st.st_ino}:{st.st_ctime_ns}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def local_info(path: str) -> ObjectInfo | None:
+    """Size and version of a local file; None when it does not exist or is a folder."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
+    return ObjectInfo(size=st.st_size, etag=file_version(st), modified=modified)
 
 
 class FileReader:

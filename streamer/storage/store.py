@@ -23,7 +23,7 @@ from fsspec.asyn import AsyncFileSystem
 from .flights import Flights
 from .gcs import info_gcs, open_gcs, ping_gcs
 from .listing import RemoteLister, close_session, list_local, list_memory
-from .local import open_local, open_memory
+from .local import local_info, open_local, open_memory
 from .parallel import GROW_AFTER, PART_SIZE, ParallelReader, ReadAhead, part_unit
 from .readers import ClosesOnce, Empty, ObjectInfo, ObjectReader, Ranged
 from .retry import RetryingReader
@@ -154,6 +154,8 @@ class Store:
         path = self.path(key)
         if self.is_async:
             raw = await self.lookups.run(path, lambda: self._info_remote(path))
+        elif "file" in self._protocols:
+            return local_info(path)
         else:
             try:
                 raw = self.fs.info(path)
