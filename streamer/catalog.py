@@ -30,7 +30,7 @@ import orjson
 from anyio.abc import TaskGroup
 
 from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
-from streamer.storage import ObjectInfo, Store
+from streamer.storage import Flights, ObjectInfo, Store
 
 MODEL_ID = re.compile(r"mdl-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -165,14 +165,6 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class _Flight(Generic[V]):
-    """One load in progress; its result is empty if it failed or was cancelled."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: list[V] = []
-
-
 @dataclass
 class _Entry(Generic[V]):
     value: V
@@ -196,7 +188,7 @@ class _Cache(Generic[K, V]):
     ) -> None:
         self._name, self._ttl_s, self._max_stale_s, self._clock = name, ttl_s, max_stale_s, clock
         self._entries: dict[K, _Entry[V]] = {}
-        self._flights: dict[K, _Flight[V]] = {}
+        self._flights: Flights[K, V] = Flights()
         self.failures = 0  # refreshes that failed in the background
 
     def cached(
@@ -213,46 +205,31 @@ class _Cache(Generic[K, V]):
             return (entry.value,)
         if group is None:
             return None
-        if key not in self._flights:
-            group.start_soon(self._refresh, key, self._begin(key), load, entry)
+        self._flights.start(
+            key,
+            lambda: self._load(key, load, entry),
+            group,
+            lambda exc: self._refresh_failed(key, entry, exc),
+        )
         return (entry.value,)
 
     async def get(
         self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
     ) -> V:
-        while (hit := self.cached(key, load, group)) is None:
-            flight = self._flights.get(key)
-            if flight is None:
-                entry = self._entries.get(key)
-                return await self._load(key, self._begin(key), load, entry)
-            await flight.done.wait()
-            if flight.result:
-                return flight.result[0]
-            # That load failed or was cancelled: try again, maybe as the leader.
-        return hit[0]
-
-    def _begin(self, key: K) -> _Flight[V]:
-        flight: _Flight[V] = _Flight()
-        self._flights[key] = flight
-        return flight
+        hit = self.cached(key, load, group)
+        if hit is not None:
+            return hit[0]
+        # A load that fails is not shared: its joiners load again, one of them leading.
+        return await self._flights.join(key, lambda: self._load(key, load, self._entries.get(key)))
 
     async def _load(
-        self,
-        key: K,
-        flight: _Flight[V],
-        load: Callable[[V | None], Awaitable[V]],
-        entry: _Entry[V] | None,
+        self, key: K, load: Callable[[V | None], Awaitable[V]], entry: _Entry[V] | None
     ) -> V:
         # A value is as old as the moment its load began: what changed on the store after
         # that may be missing from it. Its TTL counts from then, so that a slow load (a
         # listing of thousands of keys) does not add its length to how late a change shows.
         started = self._clock()
-        try:
-            value = await load(None if entry is None else entry.value)
-            flight.result.append(value)
-        finally:
-            del self._flights[key]
-            flight.done.set()
+        value = await load(None if entry is None else entry.value)
         if self._ttl_s > 0:
             self._entries.pop(key, None)
             if len(self._entries) >= _CACHE_ENTRIES:
@@ -260,27 +237,18 @@ class _Cache(Generic[K, V]):
             self._entries[key] = _Entry(value, self._clock(), started + self._ttl_s)
         return value
 
-    async def _refresh(
-        self,
-        key: K,
-        flight: _Flight[V],
-        load: Callable[[V | None], Awaitable[V]],
-        entry: _Entry[V],
-    ) -> None:
-        try:
-            await self._load(key, flight, load, entry)
-        except Exception as exc:
-            self.failures += 1
-            now = self._clock()
-            entry.expires_at = now + self._ttl_s
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            logger.warning(
-                "%s %s: refresh failed, serving what was loaded %.0f s ago: %s",
-                self._name,
-                key,
-                now - entry.loaded_at,
-                reason,
-            )
+    def _refresh_failed(self, key: K, entry: _Entry[V], exc: Exception) -> None:
+        self.failures += 1
+        now = self._clock()
+        entry.expires_at = now + self._ttl_s
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        logger.warning(
+            "%s %s: refresh failed, serving what was loaded %.0f s ago: %s",
+            self._name,
+            key,
+            now - entry.loaded_at,
+            reason,
+        )
 
 
 @dataclass(frozen=True)
