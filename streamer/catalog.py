@@ -13,6 +13,10 @@ Caching, per process:
 - A model's runs are one listing of `models/<m>/runs/` with each object's version (ETag,
   generation, mtime); a refresh reads only the run.json files that are new or changed.
 - The log object's existence is checked on every call, so that a purge is seen at once.
+
+A missing object is a 404 only while the store works: the store confirms its root before
+an absent model.json, run.json or log is believed (`Store.confirm_root`), and raises
+`StoreUnreachable` otherwise, which the handlers answer with 503.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup
 
-from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
+from streamer.errors import (
+    LogsExpired,
+    LogsNotReady,
+    LogsPurged,
+    ModelNotFound,
+    NoCompletedRun,
+    RunNotFound,
+)
 from streamer.storage import Flights, ObjectInfo, Store
 
 MODEL_ID = re.compile(r"mdl-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -50,9 +61,10 @@ _CACHE_ENTRIES = 10_000
 # successful load (10 TTLs, at least a minute); then requests wait for a load again.
 _STALE_TTLS = 10
 _STALE_MIN_S = 60.0
-# A key the store cannot read counts as absent; S3 answers 403 for a missing key when the
-# role may not list the bucket. Any other failure is an outage and propagates.
-_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# A key that is not an object counts as absent (the store confirmed its root first). Any
+# other failure propagates: refused access is the store's (StoreUnreachable), not a 404.
+_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_NOT_TERMINAL = frozenset({"queued", "running"})
 
 logger = logging.getLogger("streamer.catalog")
 
@@ -314,9 +326,10 @@ class Catalog:
     ) -> LogObject:
         """The log object of `run_id` (or of the default run) of a model of `organization`.
 
-        Raises ModelNotFound, RunNotFound, NoCompletedRun, LogsExpired or LogsPurged, in the
-        order of check 4; `now` (default: the current time; naive means UTC) decides expiry.
-        Store failures other than a missing or forbidden key propagate unchanged.
+        Raises ModelNotFound, RunNotFound, NoCompletedRun, LogsExpired, then LogsNotReady (a
+        queued or running run without a log yet) or LogsPurged, in the order of check 4;
+        `now` (default: the current time; naive means UTC) decides expiry. A store that does
+        not work raises StoreUnreachable, never a 404; other store failures propagate.
         """
         if not valid_model_id(model_id):
             raise ModelNotFound()
@@ -346,6 +359,9 @@ class Catalog:
             info = await self.store.info(f"{folder}/{name}")
             if info is not None:
                 return LogObject(model_id, run, f"{folder}/{name}", gzip, info)
+        await self.store.confirm_root()  # no object is a purge only where the store works
+        if run.status in _NOT_TERMINAL:
+            raise LogsNotReady()
         raise LogsPurged()
 
     async def _explicit_run(self, model_id: str, run_id: str) -> Run | None:

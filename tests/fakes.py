@@ -44,7 +44,7 @@ class SpyReader:
 class SpyBackend:
     """The backend of `url` (default: a fresh memory store), its calls recorded.
 
-    `calls` lists (operation, key) of every info, read_bytes, open and list_versions;
+    `calls` lists (operation, key) of every info, read_bytes, open, list_versions and ping;
     `opens` the spans opened. `fail[key]` fails the next call naming that key;
     `fail_listing` fails every listing while set; `listing_gate`, while set, holds every
     listing until the event is set; `versions_known = False` hides the listed versions;
@@ -129,7 +129,11 @@ class SpyBackend:
         return await self.inner.part_size(key)
 
     async def ping(self) -> None:
+        self.calls.append(("ping", ""))
         await self.inner.ping()
+
+    def unavailable(self, exc: Exception) -> bool:
+        return self.inner.unavailable(exc)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -5,9 +5,11 @@ The rules a backend keeps:
   only, `models/<m>/runs/<r>/training.log`); the backend alone knows its root, its client
   and its paths.
 - A missing object is `None` from `info` and `FileNotFoundError` from `open` and
-  `read_bytes`, nothing else: the store decides whether the store itself is gone
-  (`ping`, which raises `StoreUnreachable` when the root, bucket or container is missing
-  or the store does not answer).
+  `read_bytes`, nothing else: the `Store` then asks `ping` whether the root (bucket,
+  container) is there, and only then is the object missing rather than the store.
+- Errors are the library's own; `unavailable` tells which say that the store does not
+  work (credentials, access, connection, timeout), for the `Store` to raise as
+  `StoreUnreachable`.
 - Readers are closed by the store that opened them; `aclose` may be called twice.
 - A version (from `info`, `list_versions`) changes whenever the bytes may have changed.
 
@@ -74,7 +76,13 @@ class Backend(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise StoreUnreachable unless the store answers and its root exists."""
+        """Raise (anything) unless the store answers and its root exists."""
+        ...
+
+    def unavailable(self, exc: Exception) -> bool:
+        """Whether `exc`, raised by this backend's library, says the store itself does not
+        work: refused credentials or access, no connection, a timeout. (The store already
+        counts PermissionError, TimeoutError and ConnectionRefusedError.)"""
         ...
 
     async def aclose(self) -> None: ...

@@ -64,6 +64,18 @@ class GcsBackend:
     async def ping(self) -> None:
         await ping_gcs(self.fs, self.bucket, self.prefix)
 
+    def unavailable(self, exc: Exception) -> bool:
+        import aiohttp
+        from gcsfs.retry import HttpError
+        from google.auth.exceptions import GoogleAuthError
+
+        if isinstance(exc, HttpError):
+            return exc.code in (401, 403)
+        if isinstance(exc, aiohttp.ClientConnectorError | GoogleAuthError):
+            return True
+        # gcsfs raises a 403 as a bare OSError (`validate_response`).
+        return type(exc) is OSError and str(exc).startswith("Forbidden")
+
     async def aclose(self) -> None:
         await self._lister.aclose()
         await close_session(self.fs)

@@ -118,6 +118,9 @@ class LocalBackend:
         if not _is_dir(self.root):
             raise StoreUnreachable(f"store root {self.url!r} is not a directory")
 
+    def unavailable(self, exc: Exception) -> bool:
+        return False
+
     async def aclose(self) -> None:
         pass
 

@@ -70,5 +70,8 @@ class MemoryBackend:
     async def ping(self) -> None:
         pass  # the process's own memory: always there, if empty
 
+    def unavailable(self, exc: Exception) -> bool:
+        return False
+
     async def aclose(self) -> None:
         pass

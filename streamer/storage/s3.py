@@ -71,6 +71,22 @@ class S3Backend:
     async def ping(self) -> None:
         await ping_s3(self.fs, self.bucket, self.prefix)
 
+    def unavailable(self, exc: Exception) -> bool:
+        # botocore's own errors are not OSErrors: s3fs passes them through as they are
+        # (AccessDenied, InvalidAccessKeyId and SignatureDoesNotMatch it turns into
+        # PermissionError).
+        from botocore import exceptions as boto
+
+        down = (
+            boto.NoCredentialsError,
+            boto.PartialCredentialsError,
+            boto.CredentialRetrievalError,
+            boto.EndpointConnectionError,
+            boto.ConnectTimeoutError,
+            boto.ReadTimeoutError,
+        )
+        return isinstance(exc, down)
+
     async def aclose(self) -> None:
         await self._lister.aclose()
         await close_session(self.fs)

@@ -9,14 +9,21 @@ The rules this module keeps:
   of the block, whoever else closed it before.
 - Remote reads (not inline) resume after transient faults (`retry`), and concurrent
   lookups of one object are one request, never a stale one (`flights`).
+- An error tells the truth. A missing object (`FileNotFoundError`) is one only while the
+  root answers: the store checks it (`confirm_root`) before letting the error through,
+  and raises `StoreUnreachable` if it does not. So are refused credentials or access, no
+  connection and timeouts (`explain`), from any call and from every read of a reader the
+  store opened. `info` answering None is left to its caller to confirm: a gzip log is
+  found by a first miss.
 
 A key is made of checked IDs (`models/<model_id>/runs/<run_id>/training.log`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio
 
@@ -36,6 +43,10 @@ READ_AHEAD = 256 * MiB  # the process-wide ceiling when none is given (STREAMER_
 PARALLEL_MIN = 16 * MiB  # smaller spans are one GET
 METADATA_CONNECTIONS = 32  # beside the downloads: the catalog's reads of run.json files
 MAX_CONNECTIONS = 1024
+# Errors that say the store does not work, whatever the backend (`Backend.unavailable`
+# names its library's own).
+_DOWN = (PermissionError, TimeoutError, ConnectionRefusedError)
+T = TypeVar("T")
 
 # The backend of each URL scheme, made by `(url, rest, connections)`: `rest` is the URL
 # after "scheme://", `connections` the size of the client's pool, if it is to be set.
@@ -52,11 +63,12 @@ BACKENDS: dict[str, BackendFactory] = {
 
 
 class Reading:
-    """A download's reader, and whether the pump should read it one chunk ahead (a reader
-    whose reads wait on the network and keep nothing ready of their own)."""
+    """A reader the store opened, its errors explained (`Store.explain`), and whether the
+    pump should read it one chunk ahead (a reader whose reads wait on the network and keep
+    nothing ready of their own)."""
 
-    def __init__(self, reader: ObjectReader, *, ahead: bool) -> None:
-        self._reader, self.ahead = reader, ahead
+    def __init__(self, reader: ObjectReader, store: Store, *, ahead: bool) -> None:
+        self._reader, self._store, self.ahead = reader, store, ahead
 
     @property
     def source(self) -> ObjectReader:
@@ -64,7 +76,13 @@ class Reading:
         return self._reader
 
     async def read(self, size: int) -> bytes:
-        return await self._reader.read(size)
+        try:
+            return await self._reader.read(size)
+        except Exception as exc:
+            explained = await self._store.explain(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     async def aclose(self) -> None:
         await self._reader.aclose()
@@ -82,8 +100,10 @@ class Store:
         self.read_ahead = ReadAhead(read_ahead_bytes)
         self.part_size, self.parallel_min = PART_SIZE, PARALLEL_MIN
         self.grow_after = GROW_AFTER
-        # Concurrent lookups of one remote object are one request, sent after each arrived.
+        # Concurrent lookups of one remote object are one request, sent after each arrived;
+        # so are concurrent checks of the root.
         self.lookups: Flights[str, ObjectInfo | None] = Flights()
+        self._root_checks: Flights[None, None] = Flights()
         # Reopens after upstream faults during object reads, for metrics.
         self.retries = 0
 
@@ -112,25 +132,30 @@ class Store:
 
     async def read_bytes(self, key: str) -> bytes:
         """The whole object; FileNotFoundError when it does not exist."""
-        return await self.backend.read_bytes(key)
+        return await self._call(lambda: self.backend.read_bytes(key))
 
     async def list_versions(self, prefix: str) -> dict[str, str | None]:
         """Every object below `prefix` (a key ending in "/"), keyed relative to the root, with
-        a version that changes with its content (None: unknown)."""
-        return await self.backend.list_versions(prefix)
+        a version that changes with its content (None: unknown). Nothing found is an
+        answer only while the root answers."""
+        found = await self._call(lambda: self.backend.list_versions(prefix))
+        if not found:
+            await self.confirm_root()
+        return found
 
     async def info(self, key: str) -> ObjectInfo | None:
-        """Size and version of an object; None when it does not exist.
+        """Size and version of an object; None when it does not exist (`confirm_root`
+        before calling it purged).
 
         On a remote store, concurrent calls for one object share one request, and each is
         answered by a request sent after it was called (`flights`): a change made before a
         call is always seen by it.
         """
         if self.backend.reads_inline:
-            return await self.backend.info(key)
-        return await self.lookups.run(key, lambda: self.backend.info(key))
+            return await self._call(lambda: self.backend.info(key))
+        return await self._call(lambda: self.lookups.run(key, lambda: self.backend.info(key)))
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> Reading:
         """A reader of bytes [start, end) (to the object's end when `end` is None); the
         caller closes it.
 
@@ -138,8 +163,9 @@ class Store:
         `end`, so that no store reads ahead of what will be sent.
         """
         if self.backend.reads_inline:
-            return await self.backend.open(key, start, end, {})
-        return self._resuming(key, start, end, {})
+            reader = await self._call(lambda: self.backend.open(key, start, end, {}))
+            return Reading(reader, self, ahead=False)
+        return Reading(self._resuming(key, start, end, {}), self, ahead=True)
 
     def _resuming(self, key: str, start: int, end: int | None, pin: dict[str, str]) -> ObjectReader:
         async def open_at(offset: int) -> ObjectReader:
@@ -148,6 +174,36 @@ class Store:
             return await self.backend.open(key, offset, end, pin)
 
         return RetryingReader(open_at, start, self)
+
+    async def confirm_root(self) -> None:
+        """Raise StoreUnreachable unless the root (bucket, container) is there and answers:
+        only then is a missing object missing. Concurrent checks share one request."""
+        await self._root_checks.run(None, self.ping)
+
+    async def explain(self, exc: Exception) -> Exception:
+        """`exc` as a caller should see it: StoreUnreachable when it says that the store
+        itself does not work (a missing object whose root is missing too, refused
+        credentials or access, no connection, a timeout); else `exc` itself."""
+        if isinstance(exc, StoreUnreachable):
+            return exc
+        if isinstance(exc, FileNotFoundError):
+            try:
+                await self.confirm_root()
+            except StoreUnreachable as gone:
+                return gone
+            return exc
+        if isinstance(exc, _DOWN) or self.backend.unavailable(exc):
+            return StoreUnreachable(f"store {self.url!r}: {first_line(exc)}")
+        return exc
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except Exception as exc:
+            explained = await self.explain(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     @asynccontextmanager
     async def reading(
@@ -170,7 +226,7 @@ class Store:
         """
         spans = end is not None and end - start >= self.parallel_min
         if not (self.backend.parallel and spans and buffer_chunks >= 3):
-            reader = Reading(await self.open(key, start, end), ahead=not self.backend.reads_inline)
+            reader = await self.open(key, start, end)
             try:
                 yield reader
             finally:
@@ -179,7 +235,7 @@ class Store:
             return
         assert end is not None  # nosec B101: for mypy, `spans` holds
         pin: dict[str, str] = {}
-        unit = part_unit(await self.backend.part_size(key), self.part_size)
+        unit = part_unit(await self._call(lambda: self.backend.part_size(key)), self.part_size)
         parts = ParallelReader(
             lambda first, stop: self._resuming(key, first, stop, pin),
             start,
@@ -190,7 +246,7 @@ class Store:
             grow_after=self.grow_after,
         )
         async with parts:
-            yield Reading(parts, ahead=False)
+            yield Reading(parts, self, ahead=False)
 
     async def ping(self) -> None:
         """Raise StoreUnreachable unless the store answers and its root exists, within
