@@ -3,7 +3,7 @@
 `Catalog.resolve` is check 4 of the contract: it turns a model id, the caller's organization
 and an optional run id into the `LogObject` to stream, or raises one of the 404 errors.
 
-Caching, per process:
+Caching, per process (`streamer.cache`):
 - Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`
   from when its load began.
   Once expired it is still served, while one refresh runs in the catalog's task group (so
@@ -24,15 +24,16 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Generic, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import anyio
 import orjson
 from anyio.abc import TaskGroup
 
+from streamer.cache import Cache
 from streamer.errors import (
     LogsExpired,
     LogsNotReady,
@@ -41,7 +42,7 @@ from streamer.errors import (
     NoCompletedRun,
     RunNotFound,
 )
-from streamer.storage import Flights, ObjectInfo, Store
+from streamer.storage import ObjectInfo, Store
 
 MODEL_ID = re.compile(r"mdl-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -56,7 +57,6 @@ _TIMESTAMP = re.compile(
 )
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _READ_CONCURRENCY = 64
-_CACHE_ENTRIES = 10_000
 # Expired metadata is served while it is refreshed for at most this long after its last
 # successful load (10 TTLs, at least a minute); then requests wait for a load again.
 _STALE_TTLS = 10
@@ -173,96 +173,6 @@ def _default_run(runs: Iterable[Run]) -> Run | None:
     return max(completed, key=lambda r: (r.completed_at or _NEVER, r.run_id))
 
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-@dataclass
-class _Entry(Generic[V]):
-    value: V
-    loaded_at: float  # the clock when the load that produced `value` ended
-    expires_at: float  # a TTL after that load began: a request from then on refreshes
-
-
-class _Cache(Generic[K, V]):
-    """A TTL cache that serves an expired value while one refresh runs in the background.
-
-    Concurrent loads of one key are one load. A value is fresh for `ttl_s` from when its
-    load began; after that, if a task group is given, it is served as it is while a refresh
-    runs there, for at most `max_stale_s` after its load ended; past that, or without a task
-    group, requests wait for a load. A failed refresh keeps the value and tries again at the
-    next expiry. `load` is given the previous value (or None), so that it may re-read only
-    what changed.
-    """
-
-    def __init__(
-        self, name: str, ttl_s: float, max_stale_s: float, clock: Callable[[], float]
-    ) -> None:
-        self._name, self._ttl_s, self._max_stale_s, self._clock = name, ttl_s, max_stale_s, clock
-        self._entries: dict[K, _Entry[V]] = {}
-        self._flights: Flights[K, V] = Flights()
-        self.failures = 0  # refreshes that failed in the background
-
-    def cached(
-        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
-    ) -> tuple[V] | None:
-        """The value if one may be served now, without waiting; may start a refresh."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry.loaded_at + self._max_stale_s:
-            return None  # too old to serve, even after a refresh failed (which delays expiry)
-        if now < entry.expires_at:
-            return (entry.value,)
-        if group is None:
-            return None
-        self._flights.start(
-            key,
-            lambda: self._load(key, load, entry),
-            group,
-            lambda exc: self._refresh_failed(key, entry, exc),
-        )
-        return (entry.value,)
-
-    async def get(
-        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
-    ) -> V:
-        hit = self.cached(key, load, group)
-        if hit is not None:
-            return hit[0]
-        # A load that fails is not shared: its joiners load again, one of them leading.
-        return await self._flights.join(key, lambda: self._load(key, load, self._entries.get(key)))
-
-    async def _load(
-        self, key: K, load: Callable[[V | None], Awaitable[V]], entry: _Entry[V] | None
-    ) -> V:
-        # A value is as old as the moment its load began: what changed on the store after
-        # that may be missing from it. Its TTL counts from then, so that a slow load (a
-        # listing of thousands of keys) does not add its length to how late a change shows.
-        started = self._clock()
-        value = await load(None if entry is None else entry.value)
-        if self._ttl_s > 0:
-            self._entries.pop(key, None)
-            if len(self._entries) >= _CACHE_ENTRIES:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(value, self._clock(), started + self._ttl_s)
-        return value
-
-    def _refresh_failed(self, key: K, entry: _Entry[V], exc: Exception) -> None:
-        self.failures += 1
-        now = self._clock()
-        entry.expires_at = now + self._ttl_s
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        logger.warning(
-            "%s %s: refresh failed, serving what was loaded %.0f s ago: %s",
-            self._name,
-            key,
-            now - entry.loaded_at,
-            reason,
-        )
-
-
 @dataclass(frozen=True)
 class _Listing:
     """A model's runs as last listed: per run folder, the version of its run.json and the
@@ -290,9 +200,9 @@ class Catalog:
     ) -> None:
         self.store = store
         max_stale_s = max(_STALE_TTLS * ttl_s, _STALE_MIN_S)
-        self._models: _Cache[str, str | None] = _Cache("model", ttl_s, max_stale_s, clock)
-        self._runs: _Cache[str, _Listing] = _Cache("runs of model", ttl_s, max_stale_s, clock)
-        self._run: _Cache[tuple[str, str], Run | None] = _Cache("run", ttl_s, max_stale_s, clock)
+        self._models: Cache[str, str | None] = Cache("model", ttl_s, max_stale_s, clock)
+        self._runs: Cache[str, _Listing] = Cache("runs of model", ttl_s, max_stale_s, clock)
+        self._run: Cache[tuple[str, str], Run | None] = Cache("run", ttl_s, max_stale_s, clock)
         self._group: TaskGroup | None = None
 
     @property
