@@ -7,6 +7,7 @@ without a log is `logs_not_ready`. Real servers on loopback: uvicorn, moto.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -24,7 +25,8 @@ import pytest
 from streamer.app import Streamer
 from streamer.catalog import Catalog
 from streamer.config import Settings
-from streamer.errors import LogsNotReady, LogsPurged
+from streamer.errors import LogsNotReady, LogsPurged, NotFound
+from streamer.handlers.common import resolve
 from streamer.pump import Message
 from streamer.storage import Store, StoreUnreachable
 from tests.conftest import SECRET, Running, TokenFactory, serve_in_thread
@@ -205,3 +207,19 @@ async def test_a_read_that_finds_no_object_on_a_gone_root_is_unreachable(tmp_pat
         await store.read_bytes(key)
     with pytest.raises(StoreUnreachable):
         await store.list_versions("models/")
+
+
+@pytest.mark.anyio
+async def test_a_clients_mistake_never_counts_as_a_store_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    put_run(str(tmp_path), "mdl-e", "run-1", LOG)
+    mistakes = [("mdl-nope", None), ("mdl e", None), ("mdl-e", "run-nope"), ("mdl-e", "run x")]
+    async with Catalog(Store.from_url(str(tmp_path)), ttl_s=0) as catalog:
+        with caplog.at_level(logging.WARNING):
+            for model_id, run_id in mistakes:
+                with pytest.raises(NotFound):
+                    await resolve(catalog, model_id, ORG, run_id)
+                with pytest.raises(NotFound):
+                    await resolve(catalog, "mdl-e", "org-other", run_id)
+    assert caplog.records == [] and catalog.refresh_failures == 0
