@@ -82,20 +82,26 @@ def test_a_purge_on_a_working_local_store_is_still_404(
     assert (gone.status_code, gone.json()["code"]) == (404, "logs_purged")
 
 
-def test_an_s3_bucket_removed_under_a_running_server_is_503_never_404(
-    s3_endpoint: str, make_token: TokenFactory
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_a_bucket_removed_under_a_running_server_is_503_never_404(
+    kind: str, request: pytest.FixtureRequest, make_token: TokenFactory
 ) -> None:
+    request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
     bucket = f"gone-{uuid.uuid4().hex[:12]}"
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs = fsspec.filesystem(kind, skip_instance_cache=True)
     fs.mkdir(bucket)
-    put_run(f"s3://{bucket}/logs", "mdl-e", "run-1", LOG)
+    put_run(f"{kind}://{bucket}/logs", "mdl-e", "run-1", LOG)
     auth = {"Authorization": f"Bearer {make_token()}"}
-    with serving(f"s3://{bucket}/logs") as running, httpx.Client(base_url=running.url) as client:
+    with (
+        serving(f"{kind}://{bucket}/logs") as running,
+        httpx.Client(base_url=running.url) as client,
+    ):
         assert client.get(DOWNLOAD, headers=auth).content == LOG
         fs.rm(bucket, recursive=True)
+        fs.invalidate_cache()
         assert not fs.exists(bucket)
         assert_unavailable(client.get(DOWNLOAD, headers=auth))
-        assert_unavailable(client.get("/api/v1/models/mdl-new/training-metrics/logs", headers=auth))
+        assert_unavailable(client.get(LOGS.replace("mdl-e", "mdl-new"), headers=auth))
 
 
 @pytest.fixture(scope="module")
