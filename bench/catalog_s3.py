@@ -42,7 +42,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import fsspec
@@ -51,8 +51,9 @@ import orjson
 from streamer.allocator import freeze_startup_objects
 from streamer.catalog import Catalog
 from streamer.config import Settings
-from streamer.storage import Store
+from streamer.storage import Backend, Store
 from streamer.storage.listing import list_s3
+from streamer.storage.s3 import S3Backend
 from testkit.emulators import BUCKET, fsspec_conf, make_bucket, moto_server, s3_options
 
 MODEL = "mdl-many"
@@ -84,11 +85,18 @@ def seed(endpoint: str, runs: int) -> str:
     return max(stamps, key=lambda run_id: (stamps[run_id], run_id))
 
 
-class FullReread(Store):
-    """A store whose listing gives no versions, so that every refresh reads every run.json."""
+class Unversioned:
+    """A backend whose listings give no versions, so that every refresh reads every
+    run.json; every other call goes to `inner` as it is."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     async def list_versions(self, prefix: str) -> dict[str, str | None]:
-        return dict.fromkeys(await super().list_versions(prefix))
+        return dict.fromkeys(await self.inner.list_versions(prefix))
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -199,8 +207,9 @@ async def listing_lag(store: Store) -> dict[str, dict[str, float]]:
     """The loop's lag while the runs are listed as the catalog lists them (off the loop),
     and while the same listing runs on the loop through the store's own client (as it did
     before), alternately, twice each; the worse of each pair of runs."""
-    bucket, _, base = store.root.partition("/")
-    prefix = f"{base}/models/{MODEL}/runs/"
+    backend = store.backend
+    assert isinstance(backend, S3Backend)
+    bucket, prefix = backend.bucket, f"{backend.prefix}models/{MODEL}/runs/"
     found: dict[str, list[dict[str, float]]] = {"off the loop": [], "on the loop": []}
     for _ in range(2):
         for how in found:
@@ -211,7 +220,7 @@ async def listing_lag(store: Store) -> dict[str, dict[str, float]]:
                     if how == "off the loop":
                         await store.list_versions(f"models/{MODEL}/runs/")
                     else:
-                        await list_s3(store.fs, bucket, prefix)
+                        await list_s3(backend.fs, bucket, prefix)
                     ticker.cancel_scope.cancel()
             found[how].append(lag.summary())
     return {how: max(runs, key=lambda r: r["max_ms"]) for how, runs in found.items()}
@@ -266,7 +275,9 @@ async def steady(
 ) -> dict[str, Any]:
     """Default-run resolutions on a schedule; rewrites of run.json on another (not for the
     baseline); returns the latencies and how long each change took to be seen."""
-    store = (FullReread if baseline else Store).from_url(url)
+    store = Store.from_url(url)
+    if baseline:
+        store = Store(cast(Backend, Unversioned(store.backend)))
     writer = fsspec.filesystem("s3", skip_instance_cache=True, **s3_options(endpoint))
     catalog = Catalog(store, ttl_s=ttl_s)
     took: list[float] = []

@@ -29,7 +29,10 @@ import orjson
 
 from streamer.auth import issue_token
 from streamer.demo import training_log
-from streamer.storage import Store, open_ranged
+from streamer.storage import ObjectReader, Store
+from streamer.storage.gcs import GcsBackend
+from streamer.storage.readers import Ranged
+from streamer.storage.s3 import S3Backend
 from testkit.emulators import (
     BUCKET,
     Emulator,
@@ -117,9 +120,16 @@ async def gcsfs_cat(path: str, size: int, block: int | None) -> int:
 async def store_read(url: str, size: int, ranged: bool = False) -> int:
     """streamer's storage layer: Store.open (streamed GET), or the generic ranged reader."""
     store = Store.from_url(url)
-    path = store.path(KEY)
     if ranged:
-        reader = await open_ranged(store.fs, path, 0, size, {})
+        backend = store.backend
+        assert isinstance(backend, S3Backend | GcsBackend)
+        fs, path = backend.fs, backend.path(KEY)
+
+        async def cat(first: int, stop: int) -> bytes:
+            data: bytes = await fs._cat_file(path, start=first, end=stop)
+            return data
+
+        reader: ObjectReader = Ranged(cat, 0, size)
     else:
         reader = await store.open(KEY, end=size)
     total = 0

@@ -89,7 +89,7 @@ class Streamer:
     def _plan_memory(self) -> None:
         """The memory budget (streamer.budget), and the read-ahead ceiling inside it."""
         supervisor = resident_bytes(os.getppid()) if self.settings.workers > 1 else 0
-        planned = plan_process(self.settings, self.store.kind, supervisor)
+        planned = plan_process(self.settings, self.store.backend.parallel, supervisor)
         self.budget.total = planned.requests
         self.store.read_ahead.limit = planned.read_ahead
 

@@ -121,11 +121,11 @@ def process_limit(configured: int | None, workers: int = 1, supervisor: int = 0)
     return max(0, limit - supervisor - TRACKER) // workers
 
 
-def plan_process(settings: Settings, store_kind: str, supervisor: int = 0) -> Plan:
-    """The plan of a worker whose store (of `store_kind`) is open now, from its RSS now:
-    its share of the limit, read-ahead only where parallel reads run (S3, GCS)."""
+def plan_process(settings: Settings, parallel: bool, supervisor: int = 0) -> Plan:
+    """The plan of a worker whose store is open now, from its RSS now: its share of the
+    limit, read-ahead only where the store reads in parallel parts (S3, GCS, Azure)."""
     limit = process_limit(settings.memory_limit, settings.workers, supervisor)
-    ahead = settings.readahead_bytes if store_kind in ("s3", "gs") else 0
+    ahead = settings.readahead_bytes if parallel else 0
     stream = stream_bytes(settings.chunk_size, settings.buffer_chunks)
     return plan(limit, resident_bytes(), ahead, stream)
 

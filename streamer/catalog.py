@@ -3,7 +3,7 @@
 `Catalog.resolve` is check 4 of the contract: it turns a model id, the caller's organization
 and an optional run id into the `LogObject` to stream, or raises one of the 404 errors.
 
-Caching, per process:
+Caching, per process (`streamer.cache`):
 - Metadata (model.json, a model's runs, a run.json read on its own) is fresh for `ttl_s`
   from when its load began.
   Once expired it is still served, while one refresh runs in the catalog's task group (so
@@ -13,6 +13,10 @@ Caching, per process:
 - A model's runs are one listing of `models/<m>/runs/` with each object's version (ETag,
   generation, mtime); a refresh reads only the run.json files that are new or changed.
 - The log object's existence is checked on every call, so that a purge is seen at once.
+
+A missing object is a 404 only while the store works: the store confirms its root before
+an absent model.json, run.json or log is believed (`Store.confirm_root`), and raises
+`StoreUnreachable` otherwise, which the handlers answer with 503.
 """
 
 from __future__ import annotations
@@ -20,17 +24,24 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import anyio
 import orjson
 from anyio.abc import TaskGroup
 
-from streamer import metrics
-from streamer.errors import LogsExpired, LogsPurged, ModelNotFound, NoCompletedRun, RunNotFound
+from streamer.cache import Cache
+from streamer.errors import (
+    LogsExpired,
+    LogsNotReady,
+    LogsPurged,
+    ModelNotFound,
+    NoCompletedRun,
+    RunNotFound,
+)
 from streamer.storage import ObjectInfo, Store
 from streamer.times import parse_datetime
 
@@ -42,14 +53,14 @@ _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 # RFC 3339 only: datetime.fromisoformat alone also takes "2026-03-13" and week dates.
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _READ_CONCURRENCY = 64
-_CACHE_ENTRIES = 10_000
 # Expired metadata is served while it is refreshed for at most this long after its last
 # successful load (10 TTLs, at least a minute); then requests wait for a load again.
 _STALE_TTLS = 10
 _STALE_MIN_S = 60.0
-# A key the store cannot read counts as absent; S3 answers 403 for a missing key when the
-# role may not list the bucket. Any other failure is an outage and propagates.
-_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# A key that is not an object counts as absent (the store confirmed its root first). Any
+# other failure propagates: refused access is the store's (StoreUnreachable), not a 404.
+_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_NOT_TERMINAL = frozenset({"queued", "running"})
 
 logger = logging.getLogger("streamer.catalog")
 
@@ -147,129 +158,6 @@ def _default_run(runs: Iterable[Run]) -> Run | None:
     return max(completed, key=lambda r: (r.completed_at or _NEVER, r.run_id))
 
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class _Flight(Generic[V]):
-    """One load in progress; its result is empty if it failed or was cancelled."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: list[V] = []
-
-
-@dataclass
-class _Entry(Generic[V]):
-    value: V
-    loaded_at: float  # the clock when the load that produced `value` ended
-    expires_at: float  # a TTL after that load began: a request from then on refreshes
-
-
-class _Cache(Generic[K, V]):
-    """A TTL cache that serves an expired value while one refresh runs in the background.
-
-    Concurrent loads of one key are one load. A value is fresh for `ttl_s` from when its
-    load began; after that, if a task group is given, it is served as it is while a refresh
-    runs there, for at most `max_stale_s` after its load ended; past that, or without a task
-    group, requests wait for a load. A failed refresh keeps the value and tries again at the
-    next expiry. `load` is given the previous value (or None), so that it may re-read only
-    what changed.
-    """
-
-    def __init__(
-        self, name: str, ttl_s: float, max_stale_s: float, clock: Callable[[], float]
-    ) -> None:
-        self._name, self._ttl_s, self._max_stale_s, self._clock = name, ttl_s, max_stale_s, clock
-        self._entries: dict[K, _Entry[V]] = {}
-        self._flights: dict[K, _Flight[V]] = {}
-        self.failures = 0  # refreshes that failed in the background
-
-    def cached(
-        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
-    ) -> tuple[V] | None:
-        """The value if one may be served now, without waiting; may start a refresh."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry.loaded_at + self._max_stale_s:
-            return None  # too old to serve, even after a refresh failed (which delays expiry)
-        if now < entry.expires_at:
-            return (entry.value,)
-        if group is None:
-            return None
-        if key not in self._flights:
-            group.start_soon(self._refresh, key, self._begin(key), load, entry)
-        return (entry.value,)
-
-    async def get(
-        self, key: K, load: Callable[[V | None], Awaitable[V]], group: TaskGroup | None
-    ) -> V:
-        while (hit := self.cached(key, load, group)) is None:
-            flight = self._flights.get(key)
-            if flight is None:
-                entry = self._entries.get(key)
-                return await self._load(key, self._begin(key), load, entry)
-            await flight.done.wait()
-            if flight.result:
-                return flight.result[0]
-            # That load failed or was cancelled: try again, maybe as the leader.
-        return hit[0]
-
-    def _begin(self, key: K) -> _Flight[V]:
-        flight: _Flight[V] = _Flight()
-        self._flights[key] = flight
-        return flight
-
-    async def _load(
-        self,
-        key: K,
-        flight: _Flight[V],
-        load: Callable[[V | None], Awaitable[V]],
-        entry: _Entry[V] | None,
-    ) -> V:
-        # A value is as old as the moment its load began: what changed on the store after
-        # that may be missing from it. Its TTL counts from then, so that a slow load (a
-        # listing of thousands of keys) does not add its length to how late a change shows.
-        started = self._clock()
-        try:
-            value = await load(None if entry is None else entry.value)
-            flight.result.append(value)
-        finally:
-            del self._flights[key]
-            flight.done.set()
-        if self._ttl_s > 0:
-            self._entries.pop(key, None)
-            if len(self._entries) >= _CACHE_ENTRIES:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = _Entry(value, self._clock(), started + self._ttl_s)
-        return value
-
-    async def _refresh(
-        self,
-        key: K,
-        flight: _Flight[V],
-        load: Callable[[V | None], Awaitable[V]],
-        entry: _Entry[V],
-    ) -> None:
-        try:
-            await self._load(key, flight, load, entry)
-        except Exception as exc:
-            self.failures += 1
-            metrics.CATALOG_REFRESH_FAILURES.inc()
-            now = self._clock()
-            entry.expires_at = now + self._ttl_s
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            logger.warning(
-                "%s %s: refresh failed, serving what was loaded %.0f s ago: %s",
-                self._name,
-                key,
-                now - entry.loaded_at,
-                reason,
-            )
-
-
 @dataclass(frozen=True)
 class _Listing:
     """A model's runs as last listed: per run folder, the version of its run.json and the
@@ -297,9 +185,9 @@ class Catalog:
     ) -> None:
         self.store = store
         max_stale_s = max(_STALE_TTLS * ttl_s, _STALE_MIN_S)
-        self._models: _Cache[str, str | None] = _Cache("model", ttl_s, max_stale_s, clock)
-        self._runs: _Cache[str, _Listing] = _Cache("runs of model", ttl_s, max_stale_s, clock)
-        self._run: _Cache[tuple[str, str], Run | None] = _Cache("run", ttl_s, max_stale_s, clock)
+        self._models: Cache[str, str | None] = Cache("model", ttl_s, max_stale_s, clock)
+        self._runs: Cache[str, _Listing] = Cache("runs of model", ttl_s, max_stale_s, clock)
+        self._run: Cache[tuple[str, str], Run | None] = Cache("run", ttl_s, max_stale_s, clock)
         self._group: TaskGroup | None = None
 
     @property
@@ -333,9 +221,10 @@ class Catalog:
     ) -> LogObject:
         """The log object of `run_id` (or of the default run) of a model of `organization`.
 
-        Raises ModelNotFound, RunNotFound, NoCompletedRun, LogsExpired or LogsPurged, in the
-        order of check 4; `now` (default: the current time; naive means UTC) decides expiry.
-        Store failures other than a missing or forbidden key propagate unchanged.
+        Raises ModelNotFound, RunNotFound, NoCompletedRun, LogsExpired, then LogsNotReady (a
+        queued or running run without a log yet) or LogsPurged, in the order of check 4;
+        `now` (default: the current time; naive means UTC) decides expiry. A store that does
+        not work raises StoreUnreachable, never a 404; other store failures propagate.
         """
         if not valid_model_id(model_id):
             raise ModelNotFound()
@@ -365,6 +254,9 @@ class Catalog:
             info = await self.store.info(f"{folder}/{name}")
             if info is not None:
                 return LogObject(model_id, run, f"{folder}/{name}", gzip, info)
+        await self.store.confirm_root()  # no object is a purge only where the store works
+        if run.status in _NOT_TERMINAL:
+            raise LogsNotReady()
         raise LogsPurged()
 
     async def _explicit_run(self, model_id: str, run_id: str) -> Run | None:

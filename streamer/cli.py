@@ -66,7 +66,7 @@ async def _preflight(settings: Settings) -> None:
 
         # With several workers this process is their supervisor, about this size.
         supervisor = resident_bytes() if settings.workers > 1 else 0
-        plan_process(settings, store.kind, supervisor)
+        plan_process(settings, store.backend.parallel, supervisor)
     finally:
         await store.aclose()
     _check_listen(settings.host, settings.port)

@@ -55,3 +55,6 @@ class AccessLog(logging.Handler):
             line = found()
             assert line is not None
             return line
+
+
+ROUTE = "/api/v1/models/{model_id}/training-metrics/logs/download"

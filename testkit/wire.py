@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import orjson
 
 from testkit.servers import Running
 
@@ -53,3 +54,16 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["request_id"] == response.headers["x-request-id"]
     assert {"type", "title", "detail"} <= body.keys()
     return body
+
+
+def assert_refused(raw: bytes, status: int, code: str) -> None:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"content-type: application/problem+json" in head
+    assert b"connection: close" in head
+    # The headers of every other problem (the OpenAPI document's error responses).
+    assert b"cache-control: no-store" in head
+    assert b"x-content-type-options: nosniff" in head
+    problem = orjson.loads(body)
+    assert (problem["status"], problem["code"]) == (status, code)
+    assert f"x-request-id: {problem['request_id']}".encode() in head

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -16,9 +17,10 @@ from streamer.config import Settings
 from streamer.metrics import REGISTRY
 from streamer.observe import Observe
 from streamer.pump import Message, StreamAborted
-from streamer.storage import ObjectReader, Store
+from streamer.storage import Store
 from testkit.dataset import put_run
-from testkit.servers import SECRET, Running, TokenFactory
+from testkit.fakes import SpyBackend
+from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
 
 PATH = "/api/v1/models/mdl-big/training-metrics/logs/download"
 CHUNK = 64 * 1024
@@ -37,6 +39,13 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings_for(log: Path) -> Settings:
     root = log.parents[4]  # <root>/models/<model>/runs/<run>/training.log
     return Settings(storage_url=str(root), jwt_secret=SECRET, chunk_size=CHUNK)
+
+
+def breaking(log: Path, after: int) -> Store:
+    """The store of `log`, whose readers fail (connection reset) after `after` reads."""
+    spy = SpyBackend(str(log.parents[4]))
+    spy.break_after = after
+    return spy.store
 
 
 def open_fds_to(path: Path) -> int:
@@ -98,33 +107,9 @@ async def test_disconnect_mid_stream_closes_the_file(
     assert open_fds_to(big_store) == 0
 
 
-class FailingReader:
-    def __init__(self, inner: ObjectReader, after: int) -> None:
-        self.inner, self.left = inner, after
-
-    async def read(self, size: int) -> bytes:
-        if self.left <= 0:
-            raise ConnectionResetError("store went away")
-        self.left -= 1
-        return await self.inner.read(size)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def failing_store(store: Store, after: int) -> None:
-    original = store.open
-
-    async def open(key: str, start: int = 0, end: int | None = None) -> ObjectReader:
-        return FailingReader(await original(key, start, end), after)
-
-    store.open = open  # type: ignore[method-assign]
-
-
 @pytest.mark.anyio
 async def test_store_failure_mid_stream_raises_to_the_server(big_store: Path, token: str) -> None:
-    app = Streamer(settings_for(big_store))
-    failing_store(app.store, after=2)
+    app = Streamer(settings_for(big_store), store=breaking(big_store, after=2))
     peer = Peer(keep=10**9)
     with anyio.fail_after(10), pytest.raises(StreamAborted):
         await app(scope(token), peer.receive, peer.send)
@@ -134,8 +119,7 @@ async def test_store_failure_mid_stream_raises_to_the_server(big_store: Path, to
 
 @pytest.mark.anyio
 async def test_store_failure_before_the_first_byte_is_a_502(big_store: Path, token: str) -> None:
-    app = Streamer(settings_for(big_store))
-    failing_store(app.store, after=0)
+    app = Streamer(settings_for(big_store), store=breaking(big_store, after=0))
     peer = Peer(keep=10**9)
     with anyio.fail_after(10):
         await app(scope(token), peer.receive, peer.send)
@@ -180,40 +164,20 @@ def test_store_failure_while_resolving_is_a_502_problem(
 
 @pytest.mark.parametrize("query", ["", "?format=json"])
 def test_store_failure_mid_stream_breaks_the_connection(
-    big_store: Path,
-    make_token: TokenFactory,
-    settings_server: Callable[..., Running],
-    query: str,
+    big_store: Path, make_token: TokenFactory, query: str
 ) -> None:
-    running = settings_server(settings_for(big_store))
-    failing_store(running.app.store, after=5)
     headers = {"Authorization": f"Bearer {make_token()}"}
     received = bytearray()
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("GET", running.url + PATH + query, headers=headers) as response:
-            assert response.status_code == 200
-            for chunk in response.iter_raw():
-                received += chunk
+    store = breaking(big_store, after=5)
+    with contextmanager(serve_in_thread)(settings_for(big_store), store=store) as running:
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("GET", running.url + PATH + query, headers=headers) as response:
+                assert response.status_code == 200
+                for chunk in response.iter_raw():
+                    received += chunk
     assert 0 < len(received) < LOG_SIZE
     if query:
         assert not received.rstrip().endswith(b"]")
-
-
-class HeldListings(Store):
-    """A local store whose listings wait, while `gate` is set, until the event is set, and
-    fail while `fail` is true."""
-
-    gate: anyio.Event | None = None
-    fail = False
-    listings = 0
-
-    async def list_versions(self, prefix: str) -> dict[str, str | None]:
-        self.listings += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise OSError("store down")
-        return await super().list_versions(prefix)
 
 
 def refresh_failures() -> float:
@@ -225,11 +189,10 @@ async def test_the_lifespan_runs_the_catalog_refreshes_in_the_background(
     tmp_path: Path, token: str
 ) -> None:
     put_run(str(tmp_path), "mdl-big", "run-1", LOG_LINE)
-    store = HeldListings.from_url(str(tmp_path))
-    assert isinstance(store, HeldListings)
+    spy = SpyBackend(str(tmp_path))
     # Expired as soon as loaded: every request finds the default run's metadata stale.
     settings = Settings(storage_url=str(tmp_path), jwt_secret=SECRET, catalog_ttl_s=1e-9)
-    app = Observe(Streamer(settings, store=store))
+    app = Observe(Streamer(settings, store=spy.store))
     to_app, lifespan_inbox = anyio.create_memory_object_stream[Message](2)
     from_app: list[str] = []
     answered = anyio.Event()
@@ -252,17 +215,17 @@ async def test_the_lifespan_runs_the_catalog_refreshes_in_the_background(
             assert from_app == ["lifespan.startup.complete"]
             assert await download() == 200
             failed = refresh_failures()
-            store.fail = True
+            spy.fail_listing = OSError("store down")
             assert await download() == 200  # served while the refresh fails
             await anyio.wait_all_tasks_blocked()
             assert await download() == 200
             assert refresh_failures() > failed  # counted, for /metrics
             await anyio.wait_all_tasks_blocked()
-            store.fail = False
-            store.gate = anyio.Event()  # never set: the refresh stays held
+            spy.fail_listing = None
+            spy.listing_gate = anyio.Event()  # never set: the refresh stays held
             assert await download() == 200  # served while the refresh waits
             await anyio.wait_all_tasks_blocked()
-            assert store.listings == 4
+            assert len(spy.listings()) == 4
             answered = anyio.Event()
             await to_app.send({"type": "lifespan.shutdown"})
             await answered.wait()  # the held refresh was cancelled, not awaited

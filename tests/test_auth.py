@@ -35,9 +35,9 @@ from streamer.auth import (
 )
 from streamer.config import ConfigError, Settings
 from testkit.dataset import LOG_A2, seed
+from testkit.fakes import SpyBackend
 from testkit.jwts import FakeClock, claims, jwk, jwks_bytes, private_key, sign, signing_key
 from testkit.servers import JWKSServer, Running, serve_in_thread
-from testkit.spystore import SpyStore
 
 SECRET = "a-test-secret-that-is-32-bytes!!"
 LONG_SECRET = SECRET * 2  # 64 bytes: long enough for HS512
@@ -950,8 +950,7 @@ def test_attacks_over_a_real_socket_never_reach_the_store(tmp_path: Path) -> Non
     the protocol's 431 for a head over 64 KiB), and the store is never asked anything."""
     url = f"memory://attacks-{uuid.uuid4().hex}"
     seed(url)
-    spy = SpyStore.from_url(url)
-    assert isinstance(spy, SpyStore)
+    spy = SpyBackend(url)
     pem = public_pem("rsa")
     settings = Settings(
         storage_url=url, jwt_secret=SECRET, jwt_public_key_file=write(tmp_path, "k", pem)
@@ -983,12 +982,12 @@ def test_attacks_over_a_real_socket_never_reach_the_store(tmp_path: Path) -> Non
         "60 KiB": forge(HS256_HEADER, claims_json(pad="p" * 45_000)),
     }
     try:
-        check_attacks(serve_in_thread(settings, store=spy), spy, attacks)
+        check_attacks(serve_in_thread(settings, store=spy.store), spy, attacks)
     finally:
-        spy.fs.rm(spy.root, recursive=True)
+        spy.remove_all()
 
 
-def check_attacks(server: Iterator[Running], spy: SpyStore, attacks: dict[str, str]) -> None:
+def check_attacks(server: Iterator[Running], spy: SpyBackend, attacks: dict[str, str]) -> None:
     for running in server:
         download = running.url + "/api/v1/models/mdl-alpha/training-metrics/logs/download"
         with httpx.Client(timeout=30) as client:

@@ -86,13 +86,13 @@ def test_a_limit_without_room_for_one_stream_is_refused() -> None:
 
 def test_a_process_plans_read_ahead_only_where_parallel_reads_run() -> None:
     settings = Settings(memory_limit=4096 * MiB, readahead_bytes=128 * MiB)
-    assert plan_process(settings, "s3").read_ahead == 128 * MiB
-    assert plan_process(settings, "gs").read_ahead == 128 * MiB
-    assert plan_process(settings, "other").read_ahead == 0  # a local folder
-    local = plan_process(settings, "memory")
+    assert plan_process(settings, True).read_ahead == 128 * MiB
+    assert plan_process(settings, True).read_ahead == 128 * MiB
+    assert plan_process(settings, False).read_ahead == 0  # a local folder
+    local = plan_process(settings, False)
     assert local.read_ahead == 0
     assert local.requests == 4096 * MiB - local.idle - MARGIN
-    unset = plan_process(replace(settings, memory_limit=None), "s3")
+    unset = plan_process(replace(settings, memory_limit=None), True)
     assert (unset.limit is None) == (cgroup_limit() is None)  # the machine's own, if any
 
 

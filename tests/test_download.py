@@ -1,6 +1,6 @@
-"""The download in-process: fake ASGI receive/send over a store that counts what it reads.
+"""The download in-process: fake ASGI receive/send over a backend that counts what is read.
 
-A range must read only its span from the store: `Store.open` gets the span's start and
+A range must read only its span from the store: the backend gets the span's start and
 end (S3 turns them into a bounded Range header), and the pump stops at its last byte.
 """
 
@@ -17,8 +17,9 @@ from streamer.app import Streamer
 from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.pump import Message
-from streamer.storage import ObjectReader, Store
+from streamer.storage import Store
 from testkit.dataset import big_log, put, seed
+from testkit.fakes import SpyBackend
 from testkit.servers import SECRET
 
 pytestmark = pytest.mark.anyio
@@ -30,39 +31,8 @@ KEY = "models/mdl-big/runs/run-big/training.log"
 RUN_JSON = b'{"status": "completed", "completed_at": "2026-03-13T11:00:00Z"}'
 
 
-class CountingReader:
-    def __init__(self, reader: ObjectReader, store: CountingStore) -> None:
-        self._reader, self._store = reader, store
-
-    async def read(self, size: int) -> bytes:
-        data = await self._reader.read(size)
-        self._store.bytes_read += len(data)
-        return data
-
-    async def aclose(self) -> None:
-        await self._reader.aclose()
-
-
-class CountingStore(Store):
-    """A real store that records every open and counts the bytes its readers return."""
-
-    opens: list[tuple[str, int, int | None]]
-    bytes_read: int = 0
-
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
-        self.opens.append((key, start, end))
-        return CountingReader(await super().open(key, start, end), self)
-
-
-def counting_store(url: str) -> CountingStore:
-    base = Store.from_url(url)
-    store = CountingStore(base.fs, base.root, url)
-    store.opens = []
-    return store
-
-
 @pytest.fixture(params=["memory", "local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> CountingStore:
+def spy(request: pytest.FixtureRequest, tmp_path: Path) -> SpyBackend:
     url = f"memory://streamer-{uuid.uuid4().hex}" if request.param == "memory" else str(tmp_path)
     seed(url)
     put(url, "models/mdl-big/model.json", b'{"organization_id": "org-acme"}')
@@ -70,7 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> CountingStore:
     put(url, KEY, BIG)
     put(url, "models/mdl-big/runs/run-bigz/run.json", b'{"status": "completed"}')
     put(url, "models/mdl-big/runs/run-bigz/training.log.gz", gzip.compress(BIG))
-    return counting_store(url)
+    return SpyBackend(url)
 
 
 class Exchange:
@@ -131,69 +101,69 @@ async def call(
     return exchange
 
 
-async def test_a_range_reads_only_its_span(store: CountingStore) -> None:
+async def test_a_range_reads_only_its_span(spy: SpyBackend) -> None:
     start, length = 1_000_000, 16 * 1024
-    got = await call(store, range=f"bytes={start}-{start + length - 1}")
+    got = await call(spy.store, range=f"bytes={start}-{start + length - 1}")
     assert got.status == 206
     assert got.body == BIG[start : start + length]
     assert got.headers["content-range"] == f"bytes {start}-{start + length - 1}/{len(BIG)}"
     assert got.headers["content-length"] == str(length)
-    assert store.opens == [(KEY, start, start + length)]
-    assert store.bytes_read == length
+    assert spy.opens == [(KEY, start, start + length)]
+    assert spy.bytes_read == length
 
 
-async def test_suffix_and_open_ranges_read_only_their_span(store: CountingStore) -> None:
-    got = await call(store, range="bytes=-500")
+async def test_suffix_and_open_ranges_read_only_their_span(spy: SpyBackend) -> None:
+    got = await call(spy.store, range="bytes=-500")
     assert (got.status, got.body) == (206, BIG[-500:])
-    assert store.opens == [(KEY, len(BIG) - 500, len(BIG))]
-    assert store.bytes_read == 500
-    got = await call(store, range=f"bytes={len(BIG) - 1000}-")
+    assert spy.opens == [(KEY, len(BIG) - 500, len(BIG))]
+    assert spy.bytes_read == 500
+    got = await call(spy.store, range=f"bytes={len(BIG) - 1000}-")
     assert (got.status, got.body) == (206, BIG[-1000:])
-    assert store.bytes_read == 1500
+    assert spy.bytes_read == 1500
 
 
-async def test_a_whole_download_reads_the_object_once(store: CountingStore) -> None:
-    got = await call(store)
+async def test_a_whole_download_reads_the_object_once(spy: SpyBackend) -> None:
+    got = await call(spy.store)
     assert (got.status, got.body) == (200, BIG)
     assert got.headers["accept-ranges"] == "bytes"
-    assert store.opens == [(KEY, 0, len(BIG))]
-    assert store.bytes_read == len(BIG)
+    assert spy.opens == [(KEY, 0, len(BIG))]
+    assert spy.bytes_read == len(BIG)
 
 
-async def test_no_store_read_for_head_304_and_416(store: CountingStore) -> None:
-    head = await call(store, method="HEAD", range="bytes=0-9")
+async def test_no_store_read_for_head_304_and_416(spy: SpyBackend) -> None:
+    head = await call(spy.store, method="HEAD", range="bytes=0-9")
     assert (head.status, head.body) == (200, b"")
     assert head.headers["content-length"] == str(len(BIG))
-    not_modified = await call(store, if_none_match=head.headers["etag"])
+    not_modified = await call(spy.store, if_none_match=head.headers["etag"])
     assert (not_modified.status, not_modified.body) == (304, b"")
-    unsatisfiable = await call(store, range=f"bytes={len(BIG)}-")
+    unsatisfiable = await call(spy.store, range=f"bytes={len(BIG)}-")
     assert unsatisfiable.status == 416
     assert unsatisfiable.headers["content-range"] == f"bytes */{len(BIG)}"
     assert unsatisfiable.headers["content-type"] == "application/problem+json"
-    assert store.opens == []
+    assert spy.opens == []
 
 
-async def test_gzip_object_passthrough_and_decoding(store: CountingStore) -> None:
-    stored: bytes = store.fs.cat_file(store.path("models/mdl-big/runs/run-bigz/training.log.gz"))
-    plain = await call(store, "run_id=run-bigz")
+async def test_gzip_object_passthrough_and_decoding(spy: SpyBackend) -> None:
+    stored = await spy.store.read_bytes("models/mdl-big/runs/run-bigz/training.log.gz")
+    plain = await call(spy.store, "run_id=run-bigz")
     assert (plain.status, plain.body) == (200, BIG)
     assert "content-encoding" not in plain.headers
     assert "content-length" not in plain.headers
-    passed = await call(store, "run_id=run-bigz", accept_encoding="gzip")
+    passed = await call(spy.store, "run_id=run-bigz", accept_encoding="gzip")
     assert (passed.status, passed.body) == (200, stored)
     assert passed.headers["content-encoding"] == "gzip"
     assert passed.headers["content-length"] == str(len(stored))
-    part = await call(store, "run_id=run-bigz", accept_encoding="gzip", range="bytes=10-1033")
+    part = await call(spy.store, "run_id=run-bigz", accept_encoding="gzip", range="bytes=10-1033")
     assert (part.status, part.body) == (206, stored[10:1034])
     assert part.headers["content-range"] == f"bytes 10-1033/{len(stored)}"
 
 
-async def test_on_the_fly_gzip_is_sent_chunk_by_chunk(store: CountingStore) -> None:
+async def test_on_the_fly_gzip_is_sent_chunk_by_chunk(spy: SpyBackend) -> None:
     settings = Settings(
-        storage_url=store.url, jwt_secret=SECRET, catalog_ttl_s=0, chunk_size=64 * 1024, gzip=True
+        storage_url=spy.url, jwt_secret=SECRET, catalog_ttl_s=0, chunk_size=64 * 1024, gzip=True
     )
     got = await call(
-        store, "format=ndjson&fields=datadog", settings=settings, accept_encoding="gzip"
+        spy.store, "format=ndjson&fields=datadog", settings=settings, accept_encoding="gzip"
     )
     assert got.headers["content-encoding"] == "gzip"
     assert "content-length" not in got.headers

@@ -68,7 +68,7 @@ async def test_a_cut_mid_stream_is_resumed(faulty: Faulty) -> None:
     finally:
         await store.aclose()
     assert faulty.proxy.cut_count == 1
-    assert (store.retries, store.upstream_errors) == (1, 1)
+    assert store.retries == 1
 
 
 @pytest.mark.anyio
@@ -130,7 +130,7 @@ async def test_persistent_cuts_raise(faulty: Faulty) -> None:
     finally:
         await store.aclose()
     assert not isinstance(caught.value, FileNotFoundError)
-    assert (store.retries, store.upstream_errors) == (3, 4)
+    assert store.retries == 3
 
 
 @pytest.mark.anyio
@@ -189,7 +189,7 @@ def test_persistent_cuts_break_the_client_transfer(
     proxy.cut_after, proxy.cuts = CUT_AFTER, 1000
     assert_broken(running.url + PATH, make_token(), fmt, LOG)
     store = running.app.store
-    assert (store.retries, store.upstream_errors) == (3, 4)
+    assert store.retries == 3
 
 
 def test_a_store_that_fails_before_the_first_byte_is_a_502(

@@ -257,7 +257,7 @@ def test_explicit_run_that_is_not_completed(server: Running, token: str) -> None
     response = get(server, token=token, run_id="run-live")
     assert response.status_code == 200
     assert response.content == LOG_RUNNING
-    assert_problem(get(server, token=token, run_id="run-queued"), 404, "logs_purged")
+    assert_problem(get(server, token=token, run_id="run-queued"), 404, "logs_not_ready")
 
 
 def test_gzip_object_is_decompressed(server: Running, token: str) -> None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
-import orjson
 import pytest
 
 from streamer.asgi import Receive, Scope, Send
@@ -17,7 +16,7 @@ from streamer.observe import Observe
 from streamer.protocol import GuardedHttpToolsProtocol
 from testkit.dataset import LOG_A1
 from testkit.servers import SECRET, Running, serve_in_thread
-from testkit.wire import connect, read_response, read_to_close
+from testkit.wire import assert_refused, connect, read_response, read_to_close
 
 DOWNLOAD = "/api/v1/models/mdl-alpha/training-metrics/logs/download?run_id=run-a1"
 
@@ -30,19 +29,6 @@ class QuickHeads(GuardedHttpToolsProtocol):
 def guarded(local_store: str) -> Iterator[Running]:
     settings = Settings(storage_url=local_store, jwt_secret=SECRET, catalog_ttl_s=0)
     yield from serve_in_thread(settings, http=QuickHeads)
-
-
-def assert_refused(raw: bytes, status: int, code: str) -> None:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
-    assert b"content-type: application/problem+json" in head
-    assert b"connection: close" in head
-    # The headers of every other problem (the OpenAPI document's error responses).
-    assert b"cache-control: no-store" in head
-    assert b"x-content-type-options: nosniff" in head
-    problem = orjson.loads(body)
-    assert (problem["status"], problem["code"]) == (status, code)
-    assert f"x-request-id: {problem['request_id']}".encode() in head
 
 
 def test_a_head_over_64_kib_is_refused_and_the_server_goes_on(guarded: Running, token: str) -> None:

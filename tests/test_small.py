@@ -17,8 +17,9 @@ from streamer.app import Streamer
 from streamer.auth import issue_token
 from streamer.config import Settings
 from streamer.pump import Message
-from streamer.storage import ObjectReader, Store
+from streamer.storage import Store
 from testkit.dataset import big_log, put, seed
+from testkit.fakes import SpyBackend
 from testkit.servers import SECRET
 
 pytestmark = pytest.mark.anyio
@@ -28,33 +29,8 @@ LOG = big_log(200)[:4096]
 RUN_JSON = b'{"status": "completed", "completed_at": "2026-03-13T11:00:00Z"}'
 
 
-class ClosingReader:
-    def __init__(self, reader: ObjectReader, store: TrackingStore) -> None:
-        self._reader, self._store = reader, store
-
-    async def read(self, size: int) -> bytes:
-        self._store.reads += 1
-        return await self._reader.read(size)
-
-    async def aclose(self) -> None:
-        self._store.closed += 1
-        await self._reader.aclose()
-
-
-class TrackingStore(Store):
-    """A real memory store that counts its readers' reads and closes."""
-
-    reads = 0
-    closed = 0
-    opened = 0
-
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
-        self.opened += 1
-        return ClosingReader(await super().open(key, start, end), self)
-
-
 @pytest.fixture
-def store() -> TrackingStore:
+def spy() -> SpyBackend:
     url = f"memory://streamer-{uuid.uuid4().hex}"
     seed(url)
     put(url, "models/mdl-small/model.json", b'{"organization_id": "org-acme"}')
@@ -62,8 +38,7 @@ def store() -> TrackingStore:
     put(url, "models/mdl-small/runs/run-small/training.log", LOG)
     put(url, "models/mdl-small/runs/run-smallz/run.json", b'{"status": "completed"}')
     put(url, "models/mdl-small/runs/run-smallz/training.log.gz", gzip.compress(LOG))
-    base = Store.from_url(url)
-    return TrackingStore(base.fs, base.root, url)
+    return SpyBackend(url)
 
 
 class Exchange:
@@ -128,48 +103,43 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
 
 @pytest.mark.parametrize(("query", "method", "headers"), REQUESTS)
 async def test_one_read_answers_as_the_stream_does(
-    store: TrackingStore, query: str, method: str, headers: dict[str, str]
+    spy: SpyBackend, query: str, method: str, headers: dict[str, str]
 ) -> None:
-    whole = (await call(store, ONE_READ, query, method, headers=headers)).answer()
-    streamed = (await call(store, STREAMED, query, method, headers=headers)).answer()
+    whole = (await call(spy.store, ONE_READ, query, method, headers=headers)).answer()
+    streamed = (await call(spy.store, STREAMED, query, method, headers=headers)).answer()
     assert whole == streamed
     assert whole[0] in (200, 206)
-    assert store.opened == store.closed
+    assert len(spy.opens) == spy.closed
 
 
-async def test_a_small_body_goes_out_in_one_message_after_one_read(store: TrackingStore) -> None:
-    got = await call(store, ONE_READ)
+async def test_a_small_body_goes_out_in_one_message_after_one_read(spy: SpyBackend) -> None:
+    got = await call(spy.store, ONE_READ)
     assert [m["type"] for m in got.messages] == ["http.response.start", "http.response.body"]
     assert got.messages[1] == {"type": "http.response.body", "body": LOG, "more_body": False}
     assert got.answer()[1]["content-length"] == str(len(LOG))
-    assert (store.reads, store.opened, store.closed) == (1, 1, 1)
-    streamed = await call(store, STREAMED)
+    assert (spy.reads, len(spy.opens), spy.closed) == (1, 1, 1)
+    streamed = await call(spy.store, STREAMED)
     assert len(streamed.messages) > 3  # the same log in 1 KiB pieces
 
 
-async def test_revalidation_answers_304_with_the_same_validators(store: TrackingStore) -> None:
-    etag = (await call(store, ONE_READ)).answer()[1]["etag"]
+async def test_revalidation_answers_304_with_the_same_validators(spy: SpyBackend) -> None:
+    etag = (await call(spy.store, ONE_READ)).answer()[1]["etag"]
     for chunk_size in (ONE_READ, STREAMED):
         status, headers, body = (
-            await call(store, chunk_size, headers={"if_none_match": etag})
+            await call(spy.store, chunk_size, headers={"if_none_match": etag})
         ).answer()
         assert (status, body, headers["etag"]) == (304, b"", etag)
-    assert store.opened == 1  # a 304 opens nothing
+    assert len(spy.opens) == 1  # a 304 opens nothing
 
 
-async def test_a_client_gone_before_the_answer_leaves_no_reader_open(store: TrackingStore) -> None:
-    got = await call(store, ONE_READ, disconnected=True)
+async def test_a_client_gone_before_the_answer_leaves_no_reader_open(spy: SpyBackend) -> None:
+    got = await call(spy.store, ONE_READ, disconnected=True)
     assert got.answer()[0] == 200
-    assert (store.opened, store.closed) == (1, 1)
+    assert (len(spy.opens), spy.closed) == (1, 1)
 
 
-async def test_a_short_object_is_an_upstream_error_before_the_start(store: TrackingStore) -> None:
-    original = store.open
-
-    async def short_open(key: str, start: int = 0, end: int | None = None) -> ObjectReader:
-        return await original(key, start, None if end is None else end - 100)
-
-    store.open = short_open  # type: ignore[method-assign]
-    got = await call(store, ONE_READ)
+async def test_a_short_object_is_an_upstream_error_before_the_start(spy: SpyBackend) -> None:
+    spy.short_by = 100
+    got = await call(spy.store, ONE_READ)
     assert got.answer()[0] == 502
-    assert store.opened == store.closed == 1
+    assert len(spy.opens) == spy.closed == 1

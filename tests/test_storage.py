@@ -1,15 +1,19 @@
-"""The store's readers: each download reads its own bytes, whatever else is reading."""
+"""The store: readers that each read their own bytes, versions that follow content, and the
+read strategy it picks for a download."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-from streamer.storage import Store
+from streamer.storage import ParallelReader, Store, StoreUnreachable
 from testkit.dataset import put
+from testkit.emulators import BUCKET
+from testkit.fakes import SpyBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +56,59 @@ async def test_a_missing_object_fails_at_open(store_url: str) -> None:
     store = Store.from_url(store_url)
     with pytest.raises(FileNotFoundError):
         await store.open("models/mdl-a/runs/run-a/training.log.gz")
+
+
+async def test_a_local_log_replaced_by_same_size_bytes_with_its_mtime_restored_is_another_version(
+    tmp_path: Path,
+) -> None:
+    store = Store.from_url(str(tmp_path))
+    key = "models/mdl-a/runs/run-a/training.log"
+    path = tmp_path / key
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a" * 100)
+    before = await store.info(key)
+    stamp = path.stat().st_mtime_ns
+    # Kept linked, the old file's inode cannot be handed to the replacement.
+    os.link(path, tmp_path / "old")
+    (tmp_path / "new").write_bytes(b"b" * 100)
+    os.utime(tmp_path / "new", ns=(stamp, stamp))
+    os.replace(tmp_path / "new", path)
+    after = await store.info(key)
+    assert before is not None and after is not None
+    assert (after.size, after.modified) == (before.size, before.modified)
+    assert after.etag != before.etag
+
+
+async def test_an_inline_store_is_read_in_turn_and_its_reader_closed_by_the_store(
+    store_url: str,
+) -> None:
+    spy = SpyBackend(store_url)
+    key = "models/mdl-a/runs/run-a/training.log"
+    async with spy.store.reading(key, 0, len(DATA), buffer_chunks=4) as reader:
+        assert not reader.ahead  # a local file or memory: nothing to wait for
+        assert await reader.read(10) == DATA[:10]
+    assert (len(spy.opens), spy.closed) == (1, 1)
+    async with spy.store.reading(key, 5, 15) as reader:
+        await reader.aclose()  # its other owner (the pump) closes it first: one close
+    assert (len(spy.opens), spy.closed) == (2, 2)
+
+
+async def test_no_parallel_parts_when_the_stream_bound_leaves_no_room(s3_endpoint: str) -> None:
+    url = f"s3://{BUCKET}/strategy-{uuid.uuid4().hex}"
+    key = "models/mdl-a/runs/run-a/training.log"
+    put(url, key, DATA)
+    store = Store.from_url(url)
+    store.parallel_min = 64 * 1024
+    try:
+        for buffer_chunks, parallel in ((4, True), (2, False)):
+            async with store.reading(key, 0, len(DATA), buffer_chunks=buffer_chunks) as reader:
+                assert isinstance(reader.source, ParallelReader) is parallel
+                assert reader.ahead is not parallel  # one GET is read a chunk ahead
+                assert await reader.read(100) == DATA[:100]
+    finally:
+        await store.aclose()
+
+
+def test_a_url_scheme_without_a_backend_is_refused() -> None:
+    with pytest.raises(StoreUnreachable, match="no backend for ftp://"):
+        Store.from_url("ftp://example/logs")

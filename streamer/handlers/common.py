@@ -14,7 +14,7 @@ from ..cursors import CursorCodec
 from ..errors import StreamerError
 from ..ops import StreamSlots
 from ..pump import StreamAborted
-from ..storage import Store
+from ..storage import Store, StoreUnreachable
 from ..turns import Turns
 
 logger = logging.getLogger("streamer")
@@ -40,11 +40,15 @@ class Service(Protocol):
 async def resolve(
     catalog: Catalog, model_id: str, organization: str, run_id: str | None
 ) -> LogObject:
-    """The catalog's answer; a store that fails to answer (not a missing key) is a 502."""
+    """The catalog's answer; a store that does not work is a 503, any other failure of it
+    (not a missing key) a 502."""
     try:
         return await catalog.resolve(model_id, organization, run_id)
     except StreamerError:
         raise
+    except StoreUnreachable as exc:
+        logger.warning("store unavailable while resolving model %s: %s", model_id, exc)
+        raise errors.StoreUnavailable() from None
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:200]
         logger.warning("store failed while resolving model %s: %s", model_id, reason)
@@ -53,14 +57,18 @@ async def resolve(
 
 @contextmanager
 def store_failures(key: str) -> Iterator[None]:
-    """Reading a log: a missing object is a purge, any other store failure a 502 (or, once
-    the response has started, the abort the pump raised)."""
+    """Reading a log: a missing object (the store confirmed its root) is a purge, a store
+    that does not work a 503, any other store failure a 502 (or, once the response has
+    started, the abort the pump raised)."""
     try:
         yield
     except FileNotFoundError:
         raise errors.LogsPurged() from None
     except (StreamerError, StreamAborted):
         raise
+    except StoreUnreachable as exc:
+        logger.warning("store unavailable while reading %s: %s", key, exc)
+        raise errors.StoreUnavailable() from None
     except Exception as exc:
         logger.warning("store read failed for %s: %s", key, type(exc).__name__)
         raise errors.UpstreamError() from None

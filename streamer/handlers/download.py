@@ -15,7 +15,7 @@ from ..encoders import LineEncoder
 from ..observe import annotate
 from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
 from ..pump import Transform, pump, read_size
-from ..storage import GzipReader, ObjectReader, ParallelReader
+from ..storage import GzipReader, ObjectReader
 from .common import Service, resolve, store_failures
 
 
@@ -88,12 +88,9 @@ async def _respond(
     if plan.gzip:
         transforms.append(GzipEncoder())
     with store_failures(key):
-        # Parallel reads keep one read of their own ready: the pump reads them in turn with
-        # its sends, as it does a local file; a remote streamed GET it reads one chunk ahead.
         async with service.store.reading(
-            key, plan.start, plan.end, read_size=size, parallel=buffer_chunks >= 3
+            key, plan.start, plan.end, read_size=size, buffer_chunks=buffer_chunks
         ) as raw:
-            ahead = not (service.store.reads_inline or isinstance(raw, ParallelReader))
             reader: ObjectReader = raw
             if plan.decode_gzip:
                 # The pump reads in pieces of read_size(); the decompressor holds no more.
@@ -108,5 +105,5 @@ async def _respond(
                 transform=Chain(transforms) if transforms else None,
                 length=plan.length,
                 turns=service.turns,
-                ahead=ahead,
+                ahead=raw.ahead,
             )

@@ -50,7 +50,7 @@ class _Copy:
 
 
 class CopyFile:
-    """A finished copy, read at any offset (the `Ranged` of a page)."""
+    """A finished copy, read at any offset (the `RangedLog` of a page)."""
 
     def __init__(self, fd: int, size: int, reads: int, bytes_read: int) -> None:
         self._fd, self.size = fd, size

@@ -18,7 +18,7 @@ import anyio
 
 from ..cursors import Walk
 from ..lines import Line, parse_block
-from ..storage import Ranged
+from ..storage import RangedLog
 
 BLOCK = 64 << 10
 MAX_BLOCK = 8 << 20
@@ -32,7 +32,7 @@ Match = Callable[[Line, str | None], bool]
 
 
 async def whole_lines(
-    file: Ranged, position: int, high: int, end: int, *, grow: bool = True
+    file: RangedLog, position: int, high: int, end: int, *, grow: bool = True
 ) -> bytes:
     """Whole lines from `position` (a line start) to the last "\\n" before `high`, or the
     first line whole when it is longer (unless not `grow`: then nothing); at `end` the
@@ -99,7 +99,7 @@ def _matcher(walk: Walk) -> Match:
 
 
 async def _block_before(
-    file: Ranged, high: int, start: int, size: int, *, grow: bool = True
+    file: RangedLog, high: int, start: int, size: int, *, grow: bool = True
 ) -> tuple[bytes, int]:
     """Whole lines that end at `high` (a line start), about `size` bytes read backward:
     (the bytes, where they start). Longer when one line is, unless not `grow`: then
@@ -120,7 +120,7 @@ async def _block_before(
     return data, low
 
 
-async def _level_before(file: Ranged, position: int, start: int) -> tuple[str | None, int]:
+async def _level_before(file: RangedLog, position: int, start: int) -> tuple[str | None, int]:
     """The level of the last shaped line that starts in [start, position), and bytes read
     (an eighth of the budget at most: beyond, the lines at `position` count as having none)."""
     high, scanned = position, 0
@@ -184,7 +184,7 @@ def _backward_block(
 
 
 async def scan_forward(
-    file: Ranged, position: int, start: int, stop: int, walk: Walk, limit: int
+    file: RangedLog, position: int, start: int, stop: int, walk: Walk, limit: int
 ) -> tuple[list[Line], int]:
     """Up to `limit` matching lines from `position`; (them, where the scan stopped)."""
     match = _matcher(walk)
@@ -217,7 +217,7 @@ async def scan_forward(
 
 
 async def scan_backward(
-    file: Ranged, position: int, start: int, walk: Walk, limit: int
+    file: RangedLog, position: int, start: int, walk: Walk, limit: int
 ) -> tuple[list[Line], int]:
     """Up to `limit` matching lines before `position`; (them in file order, where the
     scan stopped).

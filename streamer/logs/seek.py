@@ -1,7 +1,7 @@
 """The walk of one page over a ranged log: where it starts, its edges, its lines.
 
 The rules this module keeps:
-- Every read is ranged, [start, end) of a `Ranged` log; a page never reads a plain log
+- Every read is ranged, [start, end) of a `RangedLog` log; a page never reads a plain log
   from its start unless that is where the page is.
 - From the end, line starts are found backward in blocks of 64 KiB, doubled while one
   line is longer than what was read.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidCursor
 from ..lines import Line, TimeKey, parse_block
-from ..storage import Ranged
+from ..storage import RangedLog
 from ..times import time_key
 from .plan import PagePlan
 from .scan import (
@@ -59,7 +59,7 @@ def _key(text: str | None) -> TimeKey | None:
     return None if text is None else time_key(text)
 
 
-async def read_page(file: Ranged, plan: PagePlan, terminal: bool) -> Page:
+async def read_page(file: RangedLog, plan: PagePlan, terminal: bool) -> Page:
     """The page `plan` asks for. InvalidCursor when the log is now shorter than the cursor."""
     walk, cursor = plan.walk, plan.cursor
     if cursor is not None and cursor.position > file.size:
@@ -94,7 +94,7 @@ async def read_page(file: Ranged, plan: PagePlan, terminal: bool) -> Page:
     return Page(lines, near, far, start, stop, start_final, stop_final)
 
 
-async def _complete_end(file: Ranged) -> int:
+async def _complete_end(file: RangedLog) -> int:
     """Where the last line that has its "\\n" ends: the log of a run still writing it."""
     hi, block = file.size, BLOCK
     while hi > 0:
@@ -107,7 +107,7 @@ async def _complete_end(file: Ranged) -> int:
     return 0
 
 
-async def lines_before(file: Ranged, position: int, start: int, count: int) -> list[Line]:
+async def lines_before(file: RangedLog, position: int, start: int, count: int) -> list[Line]:
     """The last `count` lines that start in [start, position), a line start or the end."""
     if position <= start:
         return []
@@ -126,7 +126,7 @@ async def lines_before(file: Ranged, position: int, start: int, count: int) -> l
     return await parse_lines(data[at + 1 :], low + at + 1)
 
 
-async def lines_from(file: Ranged, position: int, stop: int, count: int) -> list[Line]:
+async def lines_from(file: RangedLog, position: int, stop: int, count: int) -> list[Line]:
     """The first `count` lines that start in [position, stop), a line start."""
     data, high, block = b"", position, BLOCK
     while high < stop and data.count(b"\n") < count:
@@ -144,7 +144,7 @@ async def lines_from(file: Ranged, position: int, stop: int, count: int) -> list
 
 
 async def _first(
-    file: Ranged, position: int, high: int, end: int, wanted: Callable[[Line], bool], budget: int
+    file: RangedLog, position: int, high: int, end: int, wanted: Callable[[Line], bool], budget: int
 ) -> Line | None:
     """The first line that starts in [position, high) and is `wanted`, within `budget`."""
     scanned = 0
@@ -167,7 +167,7 @@ async def _first(
     return None
 
 
-async def _line_start(file: Ranged, at: int, end: int) -> int:
+async def _line_start(file: RangedLog, at: int, end: int) -> int:
     """The first line start at or after `at` (`end` if none)."""
     if at == 0:
         return 0
@@ -185,7 +185,7 @@ def _shaped(line: Line) -> bool:
     return line.shaped
 
 
-async def lower_bound(file: Ranged, key: TimeKey | None, low: int, high: int, end: int) -> int:
+async def lower_bound(file: RangedLog, key: TimeKey | None, low: int, high: int, end: int) -> int:
     """The start of the first shaped line in [low, high) (a line start) whose timestamp is
     at or after `key` (None: any), else `high`; timestamps are taken not to decrease."""
 

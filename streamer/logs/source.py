@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from ..catalog import LogObject
 from ..errors import Overloaded
-from ..storage import CachedReader, Ranged, Store
+from ..storage import CachedReader, RangedLog, Store
 from .inflated import InflatedLogs
 from .plan import PagePlan
 
@@ -49,7 +49,7 @@ class LogSources:
         self.copies = InflatedLogs(disk_bytes)
 
     @asynccontextmanager
-    async def open(self, store: Store, log: LogObject, plan: PagePlan) -> AsyncIterator[Ranged]:
+    async def open(self, store: Store, log: LogObject, plan: PagePlan) -> AsyncIterator[RangedLog]:
         """The log of `log` for the page `plan`. Overloaded beyond the slots;
         FileNotFoundError when the log is gone."""
         size = log.info.size

@@ -7,8 +7,8 @@ The rules it keeps:
   route for is labelled "unmatched". The status is that of the first response start.
 - A download that streams a body (GET of the download route answered 200 or 206) is
   counted in `streamer_active_streams`, the TTFB and the stream-duration histograms.
-- Only the store's failures count as upstream errors: a 502 answer, or a download the app
-  aborted (`StreamAborted`). A request whose client left, or whose transport failed,
+- Only the store's failures count as upstream errors: a 502 `upstream_error` or 503
+  `store_unavailable` answer, or a download the app aborted (`StreamAborted`). A request whose client left, or whose transport failed,
   before its end is a client disconnect, never a store failure.
 - One access-log line per request, on stderr, never holding a header or a query string,
   so never a token.
@@ -148,7 +148,7 @@ class Measure:
             metrics.STREAM_DURATION.observe(end - exchange.started)
         if outcome == "client_disconnect":
             metrics.CLIENT_DISCONNECTS.inc()
-        elif status == 502 or outcome == "upstream_abort":
+        elif status == 502 or exchange.code == "store_unavailable" or outcome == "upstream_abort":
             metrics.UPSTREAM_ERRORS.inc()
         line = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

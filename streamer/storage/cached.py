@@ -2,7 +2,7 @@
 
 A Get Logs page reads the same region more than once (a probe, then the lines around
 it): `CachedReader` answers those from the blocks it already holds, so that a page costs
-about the ranged requests its bytes need. `Ranged` is what a page walks over: this
+about the ranged requests its bytes need. `RangedLog` is what a page walks over: this
 reader, or a local copy of a log that has no random access in the store (gzip).
 """
 
@@ -15,7 +15,7 @@ from .store import Store
 _CACHED_BLOCKS = 4
 
 
-class Ranged(Protocol):
+class RangedLog(Protocol):
     """Bytes of one log at any offset, and what reading them cost."""
 
     size: int
@@ -32,7 +32,7 @@ class Ranged(Protocol):
 
 
 class CachedReader:
-    """Ranged reads of `key` through `Store.open`, the last few blocks kept for reuse."""
+    """RangedLog reads of `key` through `Store.open`, the last few blocks kept for reuse."""
 
     def __init__(self, store: Store, key: str, size: int) -> None:
         self.store, self.key, self.size = store, key, size

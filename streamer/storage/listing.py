@@ -1,10 +1,8 @@
-"""Listing every object below a prefix with its version, in as few requests as the store allows.
+"""Listing every object below an S3 or GCS prefix with its version, in few requests.
 
 A version is an opaque string that changes when the object's content may have changed: the
-ETag on S3, the generation on GCS, the modification time and size on a local disk, the
-creation time on the memory store. None means "unknown, read it again". One listing has no
-delimiter, so it sees every key of the tree below the prefix: S3 and GCS answer 1,000 keys
-per page.
+ETag on S3, the generation on GCS. One listing has no delimiter, so it sees every key of
+the tree below the prefix: S3 and GCS answer 1,000 keys per page.
 
 S3 and GCS listings run off the server's event loop (`RemoteLister`): botocore parses a
 page of 1,000 keys in Python, turning every key's LastModified into a datetime, about
@@ -15,17 +13,11 @@ every request in flight would wait that out.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-# A local file modified this recently may be rewritten within the same timestamp tick
-# (filesystems stamp with a coarse clock) and keep its mtime and size: its version is
-# unknown until it is older ("racy git"). 2 s covers the coarsest common filesystems.
-_RACY_NS = 2_000_000_000
+Lister = Callable[[Any, str, str], Coroutine[Any, Any, dict[str, str | None]]]
 
 
 async def list_s3(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
@@ -64,45 +56,6 @@ async def list_gcs(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
             return found
 
 
-def list_local(root: str, prefix: str) -> dict[str, str | None]:
-    """Files below `root/prefix` (keys relative to `root`) with mtime_ns and size."""
-    found: dict[str, str | None] = {}
-    racy_after = time.time_ns() - _RACY_NS
-    pending = [prefix.rstrip("/")]
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, folder)))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            key = f"{folder}/{entry.name}"
-            if entry.is_dir(follow_symlinks=False):
-                pending.append(key)
-                continue
-            try:
-                stat = entry.stat()
-            except FileNotFoundError:
-                continue
-            except OSError:  # a symlink loop, say: unknown, and the read will tell
-                found[key] = None
-                continue
-            fresh = stat.st_mtime_ns > racy_after
-            found[key] = None if fresh else f"{stat.st_mtime_ns}:{stat.st_size}"
-    return found
-
-
-def list_memory(fs: Any, root: str, prefix: str) -> dict[str, str | None]:
-    """Objects of fsspec's memory store below `root/prefix`, with creation time and size
-    (each write makes a new object)."""
-    base = f"{root}/"
-    found = fs.find(f"{root}/{prefix}", detail=True)
-    return {
-        path.removeprefix(base): f"{info.get('created')}:{info.get('size')}"
-        for path, info in found.items()
-    }
-
-
 class RemoteLister:
     """Lists an S3 or GCS prefix with versions, off the server's event loop.
 
@@ -113,16 +66,14 @@ class RemoteLister:
     Cancelling `list` cancels the listing on the I/O thread.
     """
 
-    def __init__(self, fs: Any, kind: str) -> None:
-        self._fs, self._kind = fs, kind
+    def __init__(self, fs: Any, lister: Lister) -> None:
+        self._fs, self._lister = fs, lister
         self._twin: Any = None
 
     async def list(self, bucket: str, prefix: str) -> dict[str, str | None]:
         """Keys below `prefix` (relative to the bucket) with their versions."""
         twin = self._twin or self._make_twin()
-        if self._kind == "s3":
-            return await _on_loop(twin.loop, _list_s3_raw_times(twin, bucket, prefix))
-        return await _on_loop(twin.loop, list_gcs(twin, bucket, prefix))
+        return await _on_loop(twin.loop, self._lister(twin, bucket, prefix))
 
     def _make_twin(self) -> Any:
         options = {**self._fs.storage_options, "asynchronous": False, "skip_instance_cache": True}
@@ -144,12 +95,17 @@ async def close_session(fs: Any) -> None:
         await close()
 
 
-async def _list_s3_raw_times(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+async def list_s3_on_twin(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+    """`list_s3`, its timestamps left unparsed."""
     await fs.set_session()
     if getattr(fs, "_session_is_owned", False):  # its own session: no one else parses with it
         parsers = fs.session.get_component("response_parser_factory")
         parsers.set_parser_defaults(timestamp_parser=str)
     return await list_s3(fs, bucket, prefix)
+
+
+async def list_gcs_on_twin(fs: Any, bucket: str, prefix: str) -> dict[str, str | None]:
+    return await list_gcs(fs, bucket, prefix)
 
 
 async def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:

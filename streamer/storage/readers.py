@@ -21,7 +21,9 @@ class ObjectReader(Protocol):
         """Up to `size` bytes; b"" at the end."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release what the reader holds; a second call does nothing."""
+        ...
 
 
 class Empty:
@@ -151,21 +153,6 @@ class GzipReader:
 
     async def aclose(self) -> None:
         await self._raw.aclose()
-
-
-class ClosesOnce:
-    """A reader closed once, however many of its owners close it."""
-
-    def __init__(self, reader: ObjectReader) -> None:
-        self._reader, self._closed = reader, False
-
-    async def read(self, size: int) -> bytes:
-        return await self._reader.read(size)
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._reader.aclose()
 
 
 def http_range(start: int, end: int | None) -> str:

@@ -44,7 +44,6 @@ class Counters(Protocol):
     """Where upstream faults are counted (the `Store`)."""
 
     retries: int
-    upstream_errors: int
 
 
 class RetryingReader:
@@ -78,7 +77,6 @@ class RetryingReader:
             except PERMANENT:
                 raise
             except Exception as exc:
-                self._counters.upstream_errors += 1
                 await self._discard()
                 if self._failures >= self._retries:
                     raise
