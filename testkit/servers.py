@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Generator, Mapping
@@ -128,3 +129,16 @@ class JWKSServer:
     hits: int = 0
     paths: list[str] = field(default_factory=list)  # the path of each request
     arrived: threading.Event = field(default_factory=threading.Event)  # set at each request
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command, with `STREAMER_PORT` a free port (a test's own `--port` wins): no test
+    depends on what else listens on the default port."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env={**clean, "STREAMER_PORT": str(free_port()), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

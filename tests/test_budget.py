@@ -24,8 +24,7 @@ from streamer.budget import (
 from streamer.config import Settings
 from streamer.errors import Overloaded
 from streamer.ops import StreamSlots
-from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
-from tests.test_cli import run_cli
+from testkit.servers import SECRET, Running, TokenFactory, run_cli, serve_in_thread
 
 MiB = 1024 * 1024
 PATH = "/api/v1/models/mdl-alpha/training-metrics/logs/download"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -22,22 +20,9 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from testkit.dataset import put
 from testkit.emulators import BUCKET, free_port, gcs_options, s3_options
-from testkit.servers import SECRET, ServerProcess, TokenFactory
+from testkit.servers import SECRET, ServerProcess, TokenFactory, run_cli
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The command, with `STREAMER_PORT` a free port (a test's own `--port` wins): no test
-    depends on what else listens on the default port."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamer", *args],
-        env={**clean, "STREAMER_PORT": str(free_port()), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(

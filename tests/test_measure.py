@@ -17,9 +17,9 @@ from streamer.config import Settings
 from streamer.observe import Observe, annotate
 from streamer.pump import Message
 from streamer.storage import RetryingReader
+from testkit.flaky import DATA, Counts, Flaky, read_all
 from testkit.observing import ROUTE, AccessLog, metric
 from testkit.servers import SECRET
-from tests.test_retry import DATA, Counts, Flaky, read_all
 
 
 @pytest.fixture

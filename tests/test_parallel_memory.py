@@ -11,10 +11,10 @@ import pytest
 from streamer.pump import Message, pump
 from streamer.storage import ParallelReader, ReadAhead
 from testkit.faulty import Faulty
-from tests.test_parallel import KiB, MiB, Source, pattern
-from tests.test_parallel import reader as parallel_reader
-from tests.test_parallel_stores import KEY, LOG, proxied, seeded, sha, small_parts
-from tests.test_pump import Client, Counted, Transport, uvicorn_cycle
+from testkit.parts import KiB, MiB, Source, pattern
+from testkit.parts import reader as parallel_reader
+from testkit.partstores import KEY, LOG, proxied, seeded, sha, small_parts
+from testkit.pumping import Client, Counted, Transport, uvicorn_cycle
 
 __all__ = ["proxied", "seeded"]  # the emulators' fixtures, shared with test_parallel_stores
 

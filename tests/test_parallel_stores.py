@@ -7,8 +7,6 @@ the objects small; every part is its own GET through the proxy.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -31,44 +29,25 @@ from testkit.faulty import (
     Faulty,
     assert_broken,
     download,
-    faulty,
-    seed,
     serving,
     serving_through,
+)
+from testkit.partstores import (
+    GZ_LOG,
+    GZ_STORED,
+    KEY,
+    LOG,
+    proxied,
+    seeded,
+    sha,
+    small_parts,
 )
 from testkit.servers import SECRET, Running, TokenFactory
 from testkit.shaping import ShapingProxy
 
+__all__ = ["proxied", "seeded"]  # fixtures, shared with test_parallel_memory
 MiB = 1024 * 1024
 PATH = "/api/v1/models/mdl-parts/training-metrics/logs/download"
-LOG = training_log(6 * MiB + 1)  # six parts and a 1-byte one
-GZ_LOG = training_log(4 * MiB, seed=5)
-GZ_STORED = gzip.compress(GZ_LOG, compresslevel=0, mtime=0)  # stored blocks: 4 parts
-KEY = "models/mdl-parts/runs/run-p1/training.log"
-GZ_KEY = "models/mdl-parts/runs/run-pgz/training.log.gz"
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module", params=["s3", "gs"])
-def seeded(request: pytest.FixtureRequest) -> tuple[str, str, str]:
-    kind: str = request.param
-    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
-    logs = {"run-p1": ("training.log", LOG), "run-pgz": ("training.log.gz", GZ_STORED)}
-    return kind, endpoint, seed(kind, "parts", "mdl-parts", logs)
-
-
-def small_parts(store: Store) -> Store:
-    store.part_size, store.parallel_min, store.grow_after = MiB, 2 * MiB, MiB
-    return store
-
-
-@pytest.fixture
-def proxied(seeded: tuple[str, str, str]) -> Iterator[Faulty]:
-    with faulty(*seeded) as proxied:
-        yield proxied
 
 
 async def read_span(store: Store, start: int, end: int, size: int = 256 * 1024) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamer.budget import MARGIN, plan, process_limit, stream_bytes
-from tests.test_deploy import KUBERNETES, KUSTOMIZATIONS, Doc, env_of, load, pod_specs, render
+from testkit.deploy import KUBERNETES, KUSTOMIZATIONS, Doc, env_of, load, pod_specs, render
 
 MiB = 1024 * 1024
 # docs/sizing.md: idle RSS per store (bench.memory), and the costliest stream's reservation
