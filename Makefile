@@ -63,7 +63,16 @@ tools: $(TS_CLIENT)/node_modules/.bin/tsc
 		|| echo "warning: apt-get could not install:$$missing" >&2; \
 	fi
 
-test: $(STAMP) lint tools sanitize
+# Azurite, the Azure Blob emulator the Azure tests start (npm; Node.js comes from apt-get
+# when missing), kept in build/ beside the other test builds.
+AZURITE_VERSION := 3.37.0
+AZURITE := build/azurite/node_modules/.bin/azurite-blob
+$(AZURITE):
+	@command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --prefix build/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+
+test: $(STAMP) lint tools sanitize $(AZURITE)
 	$(BIN)/pytest
 
 # requirements/*.lock: every package of the runtime set and of the test set, pinned with its
@@ -157,10 +166,11 @@ $(BENCH_STAMP): $(STAMP)
 
 # nginx is a baseline of the benchmark; installed here when missing (machines and CI are
 # root). The harness runs it itself, on a loopback port, with its own prefix.
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(AZURITE)
 	command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.pages --json bench/results/pages.json
+	$(BIN)/python -m bench.azure
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev

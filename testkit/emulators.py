@@ -7,14 +7,17 @@ after a number of bytes, or answers 503, to exercise the upstream retry path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,6 +135,70 @@ def fake_gcs() -> Iterator[str]:
             yield f"http://127.0.0.1:{port}"
         finally:
             emulator.stop()
+
+
+# Azurite's well-known development account (documented with Azurite; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_binary() -> str:
+    """`azurite-blob` as `make test` installs it (build/azurite), else from PATH."""
+    local = Path(__file__).parent.parent / "build" / "azurite" / "node_modules" / ".bin"
+    found = shutil.which("azurite-blob", path=f"{local}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        raise RuntimeError("azurite-blob is missing: `make test` installs it (npm)")
+    return found
+
+
+def azure_connection_string(endpoint: str) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};"
+    )
+
+
+@contextmanager
+def azurite() -> Iterator[str]:
+    """Azurite's Blob service on loopback, in memory; its endpoint (without the account)."""
+    port = free_port()
+    args = [
+        *("sh", "-c", 'exec "$0" "$@" 1>&2', azurite_binary()),  # its ready line is on stdout
+        *("--blobHost", "127.0.0.1", "--blobPort", str(port)),
+        *("--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry"),
+    ]
+    emulator = Emulator("azurite", args, "successfully listens on")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        emulator.stop()
+
+
+def close_azure_filesystems() -> None:
+    """Close every adlfs filesystem's client now, while fsspec's I/O loop runs: adlfs closes
+    them in finalizers that print a traceback each when they run at interpreter exit."""
+    for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+        info = finalizer.peek()
+        if info is not None and type(info[0]).__name__ == "AzureBlobFileSystem":
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to close
+                finalizer()
+
+
+def azure_options(endpoint: str) -> dict[str, Any]:
+    return {"connection_string": azure_connection_string(endpoint)}
+
+
+# The session fixtures (tests/conftest.py) that start each remote store's emulator.
+ENDPOINTS = {"s3": "s3_endpoint", "gs": "gcs_endpoint", "az": "az_endpoint"}
+
+
+def endpoint_options(kind: str, endpoint: str) -> dict[str, Any]:
+    """fsspec's options that point a `kind` store ("s3", "gs", "az") at `endpoint`."""
+    if kind == "az":
+        return azure_options(endpoint)
+    return {"endpoint_url": endpoint}
 
 
 @contextmanager

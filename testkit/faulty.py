@@ -15,7 +15,7 @@ import pytest
 from streamer.config import Settings
 from streamer.storage import Store
 from testkit.dataset import put
-from testkit.emulators import BUCKET, FaultProxy, fsspec_conf
+from testkit.emulators import BUCKET, FaultProxy, endpoint_options, fsspec_conf
 from testkit.servers import SECRET, Running, serve_in_thread
 
 
@@ -29,7 +29,7 @@ class Faulty:
 
     def store(self, *, streams: int | None = None, **options: Any) -> Store:
         # The endpoint is read from fsspec's config when the filesystem is made.
-        with fsspec_conf(self.kind, endpoint_url=self.proxy.url, **options):
+        with fsspec_conf(self.kind, **endpoint_options(self.kind, self.proxy.url), **options):
             return Store.from_url(self.url, streams=streams)
 
 
@@ -59,7 +59,7 @@ def faulty(kind: str, endpoint: str, url: str) -> Iterator[Faulty]:
 @contextmanager
 def serving_through(kind: str, endpoint: str, settings: Settings) -> Iterator[Running]:
     """streamer with `settings`, its store reached at `endpoint`."""
-    with fsspec_conf(kind, endpoint_url=endpoint):
+    with fsspec_conf(kind, **endpoint_options(kind, endpoint)):
         servers = serve_in_thread(settings)
         running = next(servers)
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from streamer.demo import training_log
 from streamer.storage import Store
+from testkit.emulators import ENDPOINTS
 from testkit.faulty import (
     Faulty,
     faulty,
@@ -34,10 +35,10 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="module", params=["s3", "gs"])
+@pytest.fixture(scope="module", params=["s3", "gs", "az"])
 def seeded(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     kind: str = request.param
-    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    endpoint: str = request.getfixturevalue(ENDPOINTS[kind])
     logs = {"run-p1": ("training.log", LOG), "run-pgz": ("training.log.gz", GZ_STORED)}
     return kind, endpoint, seed(kind, "parts", "mdl-parts", logs)
 

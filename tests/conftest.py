@@ -12,6 +12,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import fsspec
 import hypothesis
 import pytest
 
@@ -20,6 +21,10 @@ from streamer.demo import training_log
 from testkit.dataset import put_run, seed
 from testkit.emulators import (
     BUCKET,
+    ENDPOINTS,
+    azure_options,
+    azurite,
+    close_azure_filesystems,
     fake_gcs,
     fsspec_conf,
     gcs_options,
@@ -76,7 +81,7 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
     return str(root), log
 
 
-STORES = ["local", "memory", "s3", "gs"]
+STORES = ["local", "memory", "s3", "gs", "az"]
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +100,16 @@ def gcs_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+@pytest.fixture(scope="session")
+def az_endpoint() -> Iterator[str]:
+    """Azurite for the whole session, with a container; fsspec's az config points at it."""
+    with azurite() as endpoint, fsspec_conf("az", **azure_options(endpoint)):
+        make_bucket("az")
+        yield endpoint
+        fsspec.get_filesystem_class("az").clear_instance_cache()
+        close_azure_filesystems()
+
+
 @pytest.fixture(scope="session", params=STORES)
 def store_url(request: pytest.FixtureRequest) -> str:
     """The conformance fixture store, seeded in each kind of store in turn."""
@@ -105,7 +120,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if kind == "memory":
         root = "memory://conformance"
     else:
-        request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+        request.getfixturevalue(ENDPOINTS[kind])
         root = f"{kind}://{BUCKET}/conformance"
     seed(root)
     return root

@@ -19,10 +19,14 @@ from streamer.cli import demo_secret
 from streamer.config import Settings
 from streamer.demo import training_log
 from testkit.dataset import put
-from testkit.emulators import BUCKET, free_port, gcs_options, s3_options
+from testkit.emulators import BUCKET, ENDPOINTS, azure_options, free_port, gcs_options, s3_options
 from testkit.servers import SECRET, ServerProcess, TokenFactory, run_cli
 
 PATH = "/api/v1/models/{}/training-metrics/logs/download"
+
+OPTIONS = {"s3": s3_options, "gs": gcs_options, "az": azure_options}
+# What serve says of a missing bucket (container) and of a store that is not there.
+WORDS = {"no bucket": ("bucket", "container"), "no server": ("connect", "connection")}
 
 
 @pytest.mark.parametrize(
@@ -274,16 +278,16 @@ def test_300_mb_log_byte_identical_with_bounded_memory(
         assert server.stop() in (0, -15)
 
 
-@pytest.mark.parametrize("kind", ["s3", "gs"])
+@pytest.mark.parametrize("kind", ["s3", "gs", "az"])
 @pytest.mark.parametrize("fault", ["no bucket", "no server"])
 def test_serve_refuses_an_object_store_that_does_not_answer(
     request: pytest.FixtureRequest, kind: str, fault: str
 ) -> None:
-    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    endpoint: str = request.getfixturevalue(ENDPOINTS[kind])
     if fault == "no server":
         endpoint = f"http://127.0.0.1:{free_port()}"
     bucket = "no-such-bucket" if fault == "no bucket" else BUCKET
-    options = s3_options(endpoint) if kind == "s3" else gcs_options(endpoint)
+    options = OPTIONS[kind](endpoint)
     # One attempt: botocore would otherwise back off for about 10 s before giving up.
     config = {"config_kwargs": {"retries": {"max_attempts": 1}}} if kind == "s3" else {}
     env = {
@@ -296,7 +300,8 @@ def test_serve_refuses_an_object_store_that_does_not_answer(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"{kind}://{bucket}/prefix" in lines[0]
-    assert ("bucket" if fault == "no bucket" else "connect") in lines[0].lower()
+    said = lines[0].lower()
+    assert any(word in said for word in WORDS[fault]), lines[0]
 
 
 @pytest.mark.parametrize("kind", ["s3", "gs"])

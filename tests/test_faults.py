@@ -18,7 +18,7 @@ from streamer.config import Settings
 from streamer.demo import training_log
 from streamer.storage import GzipReader, ObjectChanged, Store
 from testkit.dataset import put
-from testkit.emulators import FaultProxy, fsspec_conf
+from testkit.emulators import ENDPOINTS, FaultProxy, endpoint_options, fsspec_conf
 from testkit.faulty import Faulty, assert_broken, download, seed, serving
 from testkit.faulty import faulty as proxied_store
 from testkit.servers import SECRET, Running, TokenFactory
@@ -31,10 +31,10 @@ KEY = "models/mdl-faults/runs/run-f1/training.log"
 GZ_KEY = "models/mdl-faults/runs/run-fgz/training.log.gz"
 
 
-@pytest.fixture(scope="module", params=["s3", "gs"])
+@pytest.fixture(scope="module", params=["s3", "gs", "az"])
 def seeded(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     kind: str = request.param
-    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    endpoint: str = request.getfixturevalue(ENDPOINTS[kind])
     logs = {
         "run-f1": ("training.log", LOG),
         "run-fgz": ("training.log.gz", gzip.compress(GZ_LOG, compresslevel=1)),
@@ -196,7 +196,7 @@ def test_a_store_that_fails_before_the_first_byte_is_a_502(
     faulty: Faulty, settings_server: Callable[..., Running], make_token: TokenFactory
 ) -> None:
     settings = Settings(storage_url=faulty.url, jwt_secret=SECRET, catalog_ttl_s=0)
-    with fsspec_conf(faulty.kind, endpoint_url=faulty.proxy.url):
+    with fsspec_conf(faulty.kind, **endpoint_options(faulty.kind, faulty.proxy.url)):
         running = settings_server(settings)
     # Every attempt is cut before a first 1 MiB chunk is complete.
     faulty.proxy.cut_after, faulty.proxy.cuts = CUT_AFTER, 1000

@@ -18,7 +18,7 @@ from streamer.config import Settings
 from streamer.storage import Store
 from streamer.storage.flights import Flights
 from testkit.dataset import put
-from testkit.emulators import BUCKET, fsspec_conf
+from testkit.emulators import BUCKET, ENDPOINTS, endpoint_options, fsspec_conf
 from testkit.faulty import seed, serving_through
 from testkit.servers import SECRET
 from testkit.shaping import ShapingProxy
@@ -178,10 +178,10 @@ def rm(root: str, key: str) -> None:
     fs.rm_file(path)
 
 
-@pytest.fixture(params=["s3", "gs"])
+@pytest.fixture(params=["s3", "gs", "az"])
 def remote(request: pytest.FixtureRequest) -> tuple[str, str]:
     kind: str = request.param
-    endpoint: str = request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    endpoint: str = request.getfixturevalue(ENDPOINTS[kind])
     return kind, endpoint
 
 
@@ -194,7 +194,7 @@ async def test_a_herd_of_lookups_of_one_object_costs_the_store_two_requests(
     key = "models/mdl-herd/runs/run-1/training.log"
     put(root, key, b"2026-03-13T10:00:00Z [INFO] one line\n")
     with ShapingProxy(endpoint) as proxy:
-        with fsspec_conf(kind, endpoint_url=proxy.url):
+        with fsspec_conf(kind, **endpoint_options(kind, proxy.url)):
             store = Store.from_url(root, streams=HERD)
         try:
             await store.info(key)  # the client's session and credentials are set up

@@ -166,7 +166,8 @@ async def test_a_slow_consumer_holds_one_read_and_no_part_ahead(proxied: Faulty)
     store = small_parts(proxied.store(streams=8))
     got = bytearray()
     try:
-        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reader:
+        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reading:
+            reader = reading.source
             assert isinstance(reader, ParallelReader)
             while chunk := await slowly(reader, READ):
                 got += chunk
@@ -183,7 +184,8 @@ async def test_a_consumer_that_turns_slow_gives_its_read_ahead_back(proxied: Fau
     store = small_parts(proxied.store(streams=8))
     got = bytearray()
     try:
-        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reader:
+        async with store.reading(KEY, 0, len(LOG), read_size=READ) as reading:
+            reader = reading.source
             assert isinstance(reader, ParallelReader)
             while len(got) < 2 * MiB or not reader.allowance:  # fast: it waits on the store
                 chunk = await reader.read(READ)

@@ -30,7 +30,15 @@ from streamer.handlers.common import resolve
 from streamer.pump import Message
 from streamer.storage import Store, StoreUnreachable
 from testkit.dataset import ORG, put, put_run
-from testkit.emulators import BUCKET, Emulator, free_port, fsspec_conf, moto_command, s3_options
+from testkit.emulators import (
+    BUCKET,
+    ENDPOINTS,
+    Emulator,
+    free_port,
+    fsspec_conf,
+    moto_command,
+    s3_options,
+)
 from testkit.fakes import SpyBackend
 from testkit.servers import SECRET, Running, TokenFactory, serve_in_thread
 
@@ -82,11 +90,11 @@ def test_a_purge_on_a_working_local_store_is_still_404(
     assert (gone.status_code, gone.json()["code"]) == (404, "logs_purged")
 
 
-@pytest.mark.parametrize("kind", ["s3", "gs"])
+@pytest.mark.parametrize("kind", ["s3", "gs", "az"])
 def test_a_bucket_removed_under_a_running_server_is_503_never_404(
     kind: str, request: pytest.FixtureRequest, make_token: TokenFactory
 ) -> None:
-    request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    request.getfixturevalue(ENDPOINTS[kind])
     bucket = f"gone-{uuid.uuid4().hex[:12]}"
     fs = fsspec.filesystem(kind, skip_instance_cache=True)
     fs.mkdir(bucket)

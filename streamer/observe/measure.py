@@ -8,8 +8,9 @@ The rules it keeps:
 - A download that streams a body (GET of the download route answered 200 or 206) is
   counted in `streamer_active_streams`, the TTFB and the stream-duration histograms.
 - Only the store's failures count as upstream errors: a 502 `upstream_error` or 503
-  `store_unavailable` answer, or a download the app aborted (`StreamAborted`). A request whose client left, or whose transport failed,
-  before its end is a client disconnect, never a store failure.
+  `store_unavailable` answer, or a download the app aborted (`StreamAborted`). A request
+  whose client left, or whose transport failed, before its end is a client disconnect,
+  never a store failure.
 - One access-log line per request, on stderr, never holding a header or a query string,
   so never a token.
 """

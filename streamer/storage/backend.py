@@ -13,7 +13,7 @@ The rules a backend keeps:
 - Readers are closed by the store that opened them; `aclose` may be called twice.
 - A version (from `info`, `list_versions`) changes whenever the bytes may have changed.
 
-One module per backend (`local`, `memory`, `s3`, `gcs`), each picked once, by the URL's
+One module per backend (`local`, `memory`, `s3`, `gcs`, `azure`), each picked once, by the URL's
 scheme, in `Store.from_url`.
 """
 

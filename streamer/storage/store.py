@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import anyio
 
+from .azure import SCHEMES as AZURE_SCHEMES
+from .azure import AzureBackend
 from .backend import Backend, StoreUnreachable, first_line
 from .flights import Flights
 from .gcs import GcsBackend
@@ -59,6 +61,7 @@ BACKENDS: dict[str, BackendFactory] = {
     "s3a": S3Backend.from_url,
     "gs": GcsBackend.from_url,
     "gcs": GcsBackend.from_url,
+    **dict.fromkeys(AZURE_SCHEMES, AzureBackend.from_url),
 }
 
 
