@@ -18,6 +18,7 @@ from .catalog import Catalog
 from .config import Settings, load_settings
 from .cursors import CursorCodec, cursor_keys
 from .errors import StreamerError
+from .follow import Watches
 from .handlers.download import download
 from .handlers.logs import get_logs
 from .observe import Observe, annotate
@@ -40,6 +41,7 @@ class Streamer:
         self.slots = StreamSlots(settings.max_streams)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
+        self.watches = Watches(settings.follow_poll_s)  # the followed logs (streamer.follow)
 
     @property
     def store(self) -> Store:
@@ -125,8 +127,8 @@ class _OneLineAborts(logging.Filter):
     """uvicorn logs a traceback for an app that raises; an abort is expected, say it once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], StreamAborted):
-            record.msg, record.args = "download aborted: the store failed mid-stream", ()
+        if record.exc_info and isinstance(error := record.exc_info[1], StreamAborted):
+            record.msg, record.args = "download aborted: %s", (error,)
             record.exc_info = None
         return True
 

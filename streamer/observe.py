@@ -145,7 +145,9 @@ class Observe:
             else:
                 await self.app(scope, observed_receive, observed_send)
         except StreamAborted:
-            outcome = "upstream_abort"
+            # A follow cut by its limit is no store failure (streamer.follow: `end` says why).
+            cut = scope.get("streamer", {}).get("end") not in (None, "store_failure")
+            outcome = "aborted" if cut else "upstream_abort"
             raise
         except BaseException:
             outcome = "aborted"
@@ -279,6 +281,8 @@ class Observe:
             "outcome": outcome,
             "worker": os.getpid(),
         }
+        if info.get("follow"):  # streamer.follow: and how the follow ended
+            line.update(follow=True, end=info.get("end"))
         access_logger.info(orjson.dumps(line).decode())
 
 

@@ -1,0 +1,298 @@
+"""Live follow over real sockets, on the local store, S3 (moto) and GCS (fake-gcs-server):
+SPEC section 9. A writer in the test grows the log step by step; each step waits for the
+client to have received what it wrote, never for a time."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from streamer.config import Settings
+from streamer.encoders import reference_encode
+from streamer.errors import InvalidQuery
+from streamer.plan import parse_query
+from streamer.storage import ObjectReader, Store
+from tests.conftest import SECRET, Running, serve_in_thread
+from tests.dataset import ORG, put
+from tests.emulators import BUCKET
+from tests.test_observe import AccessLog
+
+pytestmark = pytest.mark.anyio
+
+DOWNLOAD = "/api/v1/models/{}/training-metrics/logs/download"
+LINES = [b"2026-03-13T12:00:%02dZ [INFO] step %d loss=0.%03d\n" % (i, i, i * 7) for i in range(60)]
+GUARD_S = 60  # a hang guard, never a measure
+
+
+@dataclass
+class Writer:
+    """A run of a model below `root`, its log grown as a training job grows it."""
+
+    root: str
+    model: str = field(default_factory=lambda: "mdl-f" + uuid.uuid4().hex[:10])
+    run: str = "run-live"
+    log: bytes = b""
+
+    @property
+    def folder(self) -> str:
+        return f"models/{self.model}/runs/{self.run}"
+
+    def start(self, log: bytes | None, status: str = "running") -> Writer:
+        document = {"model_id": self.model, "organization_id": ORG}
+        put(self.root, f"models/{self.model}/model.json", orjson.dumps(document))
+        self.status(status)
+        if log is not None:
+            self.replace(log)
+        return self
+
+    def status(self, status: str) -> None:
+        document = {"run_id": self.run, "status": status, "completed_at": None}
+        put(self.root, f"{self.folder}/run.json", orjson.dumps(document))
+
+    def append(self, data: bytes) -> None:
+        """A local file grows in place; an object is uploaded again, longer."""
+        if "://" in self.root:
+            self.replace(self.log + data)
+            return
+        with open(Path(self.root, self.folder, "training.log"), "ab") as file:
+            file.write(data)
+        self.log += data
+
+    def replace(self, log: bytes) -> None:
+        put(self.root, f"{self.folder}/training.log", log)
+        self.log = log
+
+
+@pytest.fixture(params=["local", "s3", "gs"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    kind: str = request.param
+    if kind == "local":
+        return str(tmp_path)
+    request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    return f"{kind}://{BUCKET}/follow-{uuid.uuid4().hex[:8]}"
+
+
+def settings(root: str, **changes: Any) -> Settings:
+    options: dict[str, Any] = {"catalog_ttl_s": 0, "follow_poll_s": 0.05, **changes}
+    return Settings(storage_url=root, jwt_secret=SECRET, **options)
+
+
+@pytest.fixture
+def server(root: str) -> Iterator[Running]:
+    yield from serve_in_thread(settings(root))
+
+
+def url(running: Running, writer: Writer, **query: str) -> str:
+    params = {"run_id": writer.run, "follow": "true", **query}
+    return running.url + DOWNLOAD.format(writer.model) + "?" + str(httpx.QueryParams(params))
+
+
+def encoded(log: bytes, style: str, *, final: bool) -> bytes:
+    """What a follow of `log` in `style` has sent: only whole lines while the run is on."""
+    if style == "txt":
+        return log
+    if not final:
+        log = log[: log.rfind(b"\n") + 1]
+    body = reference_encode(log, "json" if style == "json" else "ndjson")
+    if style == "json" and not final:
+        body = body[:-2] if log else b""  # the array is still open: no "\n]" yet
+    return body
+
+
+class Received:
+    """The body of a streamed response, read up to what the test waits for."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.chunks: AsyncIterator[bytes] = response.aiter_raw()
+        self.body = b""
+        self.request_id = ""
+
+    async def until(self, expected: bytes) -> None:
+        with anyio.fail_after(GUARD_S):
+            while len(self.body) < len(expected):
+                self.body += await anext(self.chunks)
+        assert self.body == expected
+
+    async def rest(self) -> bytes:
+        with anyio.fail_after(GUARD_S):
+            async for chunk in self.chunks:
+                self.body += chunk
+        return self.body
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    handler = AccessLog()
+    logger = logging.getLogger("streamer.access")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@asynccontextmanager
+async def following(
+    running: Running, writer: Writer, token: str, **query: str
+) -> AsyncIterator[Received]:
+    headers = {"Authorization": f"Bearer {token}", "X-Request-ID": uuid.uuid4().hex}
+    async with (
+        httpx.AsyncClient(timeout=GUARD_S) as client,
+        client.stream("GET", url(running, writer, **query), headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        got = Received(response)
+        got.request_id = headers["X-Request-ID"]
+        yield got
+
+
+@pytest.mark.parametrize("style", ["txt", "ndjson", "json"])
+async def test_follow_ends_cleanly_only_when_the_run_ends(
+    server: Running, root: str, token: str, style: str, access_log: AccessLog
+) -> None:
+    writer = Writer(root).start(None)  # no log yet: the follow waits for it
+    async with following(server, writer, token, format=style) as got:
+        assert "content-length" not in got.response.headers
+        assert got.response.headers["transfer-encoding"] == "chunked"
+        for step in (LINES[0] + LINES[1], LINES[2][:10], LINES[2][10:] + LINES[3]):
+            writer.append(step)
+            await got.until(encoded(writer.log, style, final=False))
+        writer.append(LINES[4][:-1])  # a last line without its "\n"
+        writer.status("completed")
+        assert await got.rest() == encoded(writer.log, style, final=True)
+    line = access_log.wait(request_id=got.request_id)
+    assert (line["follow"], line["end"], line["outcome"]) == (True, "complete", "complete")
+
+
+async def test_a_terminal_run_is_an_ordinary_download(
+    server: Running, root: str, token: str
+) -> None:
+    writer = Writer(root).start(b"".join(LINES[:3]), status="failed")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=GUARD_S) as client:
+        response = await client.get(url(server, writer), headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(writer.log))
+    assert response.content == writer.log
+
+
+@pytest.mark.parametrize(
+    ("change", "end"),
+    [
+        pytest.param(lambda log: log[:-5], "shrank", id="shrank"),
+        pytest.param(lambda log: b"X" + log[1:] + LINES[9], "replaced", id="replaced-longer"),
+        pytest.param(lambda log: log[:-2] + b"?\n" + LINES[9], "replaced", id="replaced-tail"),
+    ],
+)
+async def test_a_log_that_does_not_extend_what_was_sent_aborts(
+    server: Running,
+    root: str,
+    token: str,
+    change: Callable[[bytes], bytes],
+    end: str,
+    access_log: AccessLog,
+) -> None:
+    writer = Writer(root).start(b"".join(LINES[:3]))
+    async with following(server, writer, token) as got:
+        await got.until(writer.log)
+        writer.replace(change(writer.log))
+        with pytest.raises(httpx.RemoteProtocolError):
+            await got.rest()
+    assert got.body == b"".join(LINES[:3])
+    line = access_log.wait(request_id=got.request_id)
+    assert (line["follow"], line["end"], line["outcome"]) == (True, end, "aborted")
+
+
+async def test_the_follow_limit_aborts(root: str, token: str, access_log: AccessLog) -> None:
+    writer = Writer(root).start(LINES[0])
+    for running in serve_in_thread(settings(root, follow_max_s=0.2)):
+        async with following(running, writer, token) as got:
+            await got.until(writer.log)
+            with pytest.raises(httpx.RemoteProtocolError):
+                await got.rest()
+        line = access_log.wait(request_id=got.request_id)
+        assert (line["end"], line["outcome"]) == ("limit", "aborted")
+
+
+class FailingStore(Store):
+    """The local store, whose reads of logs fail once `failing` is set."""
+
+    failing = False
+
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        if self.failing:
+            raise OSError("the disk went away")
+        return await super().open(key, start, end)
+
+
+async def test_a_store_failure_aborts(tmp_path: Path, token: str, access_log: AccessLog) -> None:
+    root = str(tmp_path)
+    writer = Writer(root).start(LINES[0])
+    store = FailingStore.from_url(root)
+    assert isinstance(store, FailingStore)
+    for running in serve_in_thread(settings(root), store=store):
+        async with following(running, writer, token) as got:
+            await got.until(writer.log)
+            store.failing = True
+            writer.append(LINES[1])
+            with pytest.raises(httpx.RemoteProtocolError):
+                await got.rest()
+        line = access_log.wait(request_id=got.request_id)
+        assert (line["end"], line["outcome"]) == ("store_failure", "upstream_abort")
+
+
+@pytest.mark.parametrize(
+    ("query", "follow", "offset", "from_line"),
+    [
+        (b"", False, 0, 1),
+        (b"follow=true", True, 0, 1),
+        (b"follow=1", True, 0, 1),
+        (b"follow=false", False, 0, 1),
+        (b"follow=0", False, 0, 1),
+        (b"follow=true&offset=0012", True, 12, 1),
+        (b"follow=1&format=ndjson&from_line=7", True, 0, 7),
+    ],
+)
+def test_follow_parameters(query: bytes, follow: bool, offset: int, from_line: int) -> None:
+    parsed = parse_query(query)
+    assert (parsed.follow, parsed.offset, parsed.from_line) == (follow, offset, from_line)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"follow=yes",
+        b"follow=",
+        b"follow=true&follow=true",
+        b"offset=5",  # only with follow
+        b"follow=true&offset=-1",
+        b"follow=true&offset=1e3",
+        b"follow=true&format=ndjson&offset=5",  # offset is txt's; json and ndjson resume by line
+        b"follow=true&from_line=2",
+        b"follow=true&format=json&from_line=0",
+        b"follow=true&format=json&from_line=1&from_line=2",
+    ],
+)
+def test_malformed_follow_parameters_are_invalid_query(query: bytes) -> None:
+    with pytest.raises(InvalidQuery):
+        parse_query(query)
+
+
+async def test_a_malformed_follow_is_a_400(server: Running, token: str, root: str) -> None:
+    writer = Writer(root).start(LINES[0])
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=GUARD_S) as client:
+        response = await client.get(url(server, writer, follow="maybe"), headers=headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_query"
