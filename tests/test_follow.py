@@ -16,10 +16,15 @@ import anyio
 import httpx
 import orjson
 import pytest
+from anyio import wait_all_tasks_blocked
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from streamer.config import Settings
 from streamer.encoders import reference_encode
 from streamer.errors import InvalidQuery
+from streamer.follow.watch import Snapshot, Watch
 from streamer.plan import parse_query
 from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET, Running, serve_in_thread
@@ -296,3 +301,171 @@ async def test_a_malformed_follow_is_a_400(server: Running, token: str, root: st
         response = await client.get(url(server, writer, follow="maybe"), headers=headers)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_query"
+
+
+# Resume: cut a follow anywhere, resume it, and the joined bodies are the log exactly.
+
+
+@pytest.fixture(scope="module")
+def resume_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Running]]:
+    root = str(tmp_path_factory.mktemp("resume"))
+    generator = serve_in_thread(settings(root))
+    yield root, next(generator)
+    generator.close()
+
+
+def receive_until(response: httpx.Response, enough: Callable[[bytes], bool]) -> bytes:
+    got = b""
+    for chunk in response.iter_raw():
+        got += chunk
+        if enough(got):
+            break
+    return got
+
+
+def resume(
+    client: httpx.Client, target: str, writer: Writer, remaining: int, ended: bool, token: str
+) -> bytes:
+    """The resumed body: of a run that has ended, or of one that ends once the resumed
+    follow has received the `remaining` bytes the log holds."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if ended:
+        writer.status("completed")
+        return client.get(target, headers=headers).content
+    with client.stream("GET", target, headers=headers) as response:
+        body = b""
+        if not remaining:
+            writer.status("completed")
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) >= remaining and not ended:
+                ended = True
+                writer.status("completed")
+        return body
+
+
+@given(
+    first=st.integers(1, 12),
+    more=st.integers(0, 12),
+    ended=st.booleans(),
+    data=st.data(),
+)
+@hsettings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_cut_txt_follow_resumes_at_the_bytes_received(
+    resume_server: tuple[str, Running],
+    token: str,
+    first: int,
+    more: int,
+    ended: bool,
+    data: st.DataObject,
+) -> None:
+    root, running = resume_server
+    writer = Writer(root).start(b"".join(LINES[:first]))
+    cut = data.draw(st.integers(0, len(writer.log)), label="cut")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=GUARD_S) as client:
+        with client.stream("GET", url(running, writer), headers=headers) as response:
+            received = receive_until(response, lambda got: len(got) >= cut)[:cut]
+        writer.append(b"".join(LINES[first : first + more]))
+        target = url(running, writer, offset=str(len(received)))
+        rest = resume(client, target, writer, len(writer.log) - len(received), ended, token)
+    assert received + rest == writer.log
+
+
+@given(
+    first=st.integers(1, 12),
+    more=st.integers(0, 12),
+    ended=st.booleans(),
+    data=st.data(),
+)
+@hsettings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_cut_ndjson_follow_resumes_at_the_next_line(
+    resume_server: tuple[str, Running],
+    token: str,
+    first: int,
+    more: int,
+    ended: bool,
+    data: st.DataObject,
+) -> None:
+    root, running = resume_server
+    writer = Writer(root).start(b"".join(LINES[:first]))
+    lines = data.draw(st.integers(0, first), label="lines received")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=GUARD_S) as client:
+        ndjson = url(running, writer, format="ndjson")
+        with client.stream("GET", ndjson, headers=headers) as response:
+            got = receive_until(response, lambda got: got.count(b"\n") >= lines)
+        kept = b"".join(got.splitlines(keepends=True)[:lines])
+        last = orjson.loads(kept.splitlines()[-1])["line"] if kept else 0
+        writer.append(b"".join(LINES[first : first + more]))
+        expected = reference_encode(writer.log, "ndjson")
+        target = url(running, writer, format="ndjson", from_line=str(last + 1))
+        rest = resume(client, target, writer, len(expected) - len(kept), ended, token)
+    assert kept + rest == expected
+
+
+# One poller per followed run, whatever the number of followers.
+
+
+async def test_the_followers_of_a_run_share_each_poll() -> None:
+    watch, calls, release = Watch(0.0), [], anyio.Event()
+
+    async def poll() -> Snapshot:
+        calls.append(anyio.get_current_task().id)
+        await release.wait()
+        return Snapshot(anyio.current_time())
+
+    seen, got = anyio.current_time(), []
+
+    async def follower() -> None:
+        got.append(await watch.after(seen, poll))
+
+    with anyio.fail_after(GUARD_S):
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(follower)
+            await wait_all_tasks_blocked()
+            assert len(calls) == 1
+            release.set()
+    assert len(calls) == 1 and len(got) == 10 and all(snap is got[0] for snap in got)
+
+
+async def test_a_follower_that_leaves_mid_poll_hands_the_poll_on() -> None:
+    watch, calls, release = Watch(0.0), [], anyio.Event()
+    scopes: dict[int, anyio.CancelScope] = {}
+
+    async def poll() -> Snapshot:
+        calls.append(anyio.get_current_task().id)
+        await release.wait()
+        return Snapshot(anyio.current_time())
+
+    seen, got = anyio.current_time(), []
+
+    async def follower() -> None:
+        with anyio.CancelScope() as scope:
+            scopes[anyio.get_current_task().id] = scope
+            got.append(await watch.after(seen, poll))
+
+    with anyio.fail_after(GUARD_S):
+        async with anyio.create_task_group() as tasks:
+            for _ in range(3):
+                tasks.start_soon(follower)
+            await wait_all_tasks_blocked()
+            scopes[calls[0]].cancel()
+            await wait_all_tasks_blocked()
+            assert len(calls) == 2 and calls[1] != calls[0]
+            release.set()
+    assert len(got) == 2 and got[0] is got[1]
+
+
+async def test_followers_take_stream_slots(tmp_path: Path, token: str) -> None:
+    writer = Writer(str(tmp_path)).start(LINES[0])
+    for running in serve_in_thread(settings(str(tmp_path), max_streams=1)):
+        async with following(running, writer, token) as got:
+            await got.until(writer.log)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(timeout=GUARD_S) as client:
+                second = await client.get(url(running, writer), headers=headers)
+            assert (second.status_code, second.json()["code"]) == (503, "overloaded")
+            writer.status("completed")
+            assert await got.rest() == writer.log
