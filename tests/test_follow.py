@@ -5,9 +5,10 @@ client to have received what it wrote, never for a time."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from hypothesis import strategies as st
 from streamer.config import Settings
 from streamer.encoders import reference_encode
 from streamer.errors import InvalidQuery
+from streamer.follow import Watches
+from streamer.follow.wait import MAX_WAIT_S, parse_wait
 from streamer.follow.watch import Snapshot, Watch
+from streamer.observe import OPENAPI_DOCUMENT
 from streamer.plan import parse_query
 from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET, Running, serve_in_thread
@@ -469,3 +473,103 @@ async def test_followers_take_stream_slots(tmp_path: Path, token: str) -> None:
             assert (second.status_code, second.json()["code"]) == (503, "overloaded")
             writer.status("completed")
             assert await got.rest() == writer.log
+
+
+# Get Logs with wait=N.
+
+LOGS = "/api/v1/models/{}/training-metrics/logs"
+
+
+async def get_page(
+    client: httpx.AsyncClient, running: Running, writer: Writer, token: str, **query: str
+) -> httpx.Response:
+    params = {"run_id": writer.run, "direction": "forward", **query}
+    headers = {"Authorization": f"Bearer {token}"}
+    return await client.get(running.url + LOGS.format(writer.model), params=params, headers=headers)
+
+
+class SignallingWatches(Watches):
+    """The server's watches, which tell the test (in another thread) when one is taken."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.taken = threading.Event()
+
+    @contextmanager
+    def watch(self, model_id: str, run_id: str) -> Iterator[Watch]:
+        with super().watch(model_id, run_id) as found:
+            self.taken.set()
+            yield found
+
+
+async def test_wait_answers_as_soon_as_lines_arrive(server: Running, root: str, token: str) -> None:
+    writer = Writer(root).start(LINES[0])
+    async with httpx.AsyncClient(timeout=GUARD_S) as client:
+        first = (await get_page(client, server, writer, token)).json()
+        assert [entry["offset"] for entry in first["data"]] == [0]
+        answers: list[httpx.Response] = []
+
+        async def held() -> None:
+            cursor = first["next_cursor"]
+            answers.append(await get_page(client, server, writer, token, cursor=cursor, wait="60"))
+
+        watches = server.app.watches = SignallingWatches(server.app.watches.interval_s)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(held)
+            assert await anyio.to_thread.run_sync(watches.taken.wait, GUARD_S)  # held
+            assert not answers
+            writer.append(LINES[1][:9])  # not a whole line yet: still held
+            writer.append(LINES[1][9:])
+    page = answers[0].json()
+    assert answers[0].status_code == 200
+    assert [entry["offset"] for entry in page["data"]] == [len(LINES[0])]
+    assert page["next_cursor"] is not None
+
+
+async def test_wait_times_out_with_the_same_cursor(server: Running, root: str, token: str) -> None:
+    writer = Writer(root).start(LINES[0] + LINES[1][:5])
+    async with httpx.AsyncClient(timeout=GUARD_S) as client:
+        first = (await get_page(client, server, writer, token)).json()
+        cursor = first["next_cursor"]
+        now = (await get_page(client, server, writer, token, cursor=cursor)).json()
+        waited = await get_page(client, server, writer, token, cursor=cursor, wait="1")
+    assert waited.status_code == 200
+    assert waited.json() == now and now["data"] == []
+
+
+async def test_wait_does_not_hold_a_page_of_a_terminal_run(tmp_path: Path, token: str) -> None:
+    writer = Writer(str(tmp_path)).start(LINES[0], status="completed")
+    for running in serve_in_thread(settings(str(tmp_path))):
+        async with httpx.AsyncClient(timeout=GUARD_S) as client:
+            first = (await get_page(client, running, writer, token)).json()
+            cursor = first["next_cursor"]
+            assert cursor is None
+            page = await get_page(client, running, writer, token, wait="60")
+        assert page.json() == first
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "1.5", "", "soon", "0x1"])
+def test_a_malformed_wait_is_invalid_query(wait: str) -> None:
+    with pytest.raises(InvalidQuery):
+        parse_wait(b"wait=" + wait.encode())
+    with pytest.raises(InvalidQuery):
+        parse_wait(b"wait=1&wait=1")
+    assert parse_wait(b"") == 0 and parse_wait(b"wait=60") == 60 and parse_wait(b"wait=00") == 0
+
+
+def test_the_openapi_document_states_the_follow_parameters() -> None:
+    document = orjson.loads(OPENAPI_DOCUMENT.read_bytes())
+    parameters = document["components"]["parameters"]
+    assert parameters["Wait"]["schema"]["maximum"] == MAX_WAIT_S
+    for value in parameters["Follow"]["schema"]["enum"]:
+        parse_query(b"follow=" + value.encode())
+    operations = [
+        op
+        for item in document["paths"].values()
+        for name, op in item.items()
+        if name != "parameters"
+    ]
+    names = {
+        p.get("$ref", "").rpartition("/")[2] for op in operations for p in op.get("parameters", [])
+    }
+    assert {"Follow", "Offset", "FromLine", "Wait"} <= names
