@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
@@ -32,6 +32,9 @@ from .ops import Service as Checked
 from .plan import match_download, request_id, target
 from .pump import StreamAborted
 from .routes import PROBES, route_name
+
+if TYPE_CHECKING:
+    from .follow import Watches
 
 # The API's contract, served as kept in the package: the bytes of the file, unchanged.
 OPENAPI_DOCUMENT = resources.files(__package__).joinpath("openapi.json")
@@ -56,6 +59,9 @@ class Service(Checked, Protocol):
 
     @property
     def catalog(self) -> Catalog: ...
+
+    @property
+    def watches(self) -> Watches: ...
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
@@ -97,6 +103,7 @@ class Observe:
         logging.getLogger("uvicorn.error").addFilter(_ONE_LINE_CANCELS)  # added once
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
+        self.drain.on_close.append(app.watches.close)  # follows end as the listener closes
         self.readiness = Readiness(app, self.drain)
         self._inflight = 0
         self._idle: anyio.Event | None = None

@@ -5,6 +5,7 @@ client to have received what it wrote, never for a time."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,7 +32,7 @@ from streamer.follow.watch import Snapshot, Watch
 from streamer.observe import OPENAPI_DOCUMENT
 from streamer.plan import parse_query
 from streamer.storage import ObjectReader, Store
-from tests.conftest import SECRET, Running, serve_in_thread
+from tests.conftest import SECRET, Running, ServerProcess, serve_in_thread
 from tests.dataset import ORG, put
 from tests.emulators import BUCKET
 from tests.test_observe import AccessLog
@@ -573,3 +574,35 @@ def test_the_openapi_document_states_the_follow_parameters() -> None:
         p.get("$ref", "").rpartition("/")[2] for op in operations for p in op.get("parameters", [])
     }
     assert {"Follow", "Offset", "FromLine", "Wait"} <= names
+
+
+def test_shutdown_cuts_follows_as_the_listener_closes(tmp_path: Path, token: str) -> None:
+    """With a grace far longer than the test's guard: the follow ends with the listener."""
+    writer = Writer(str(tmp_path)).start(LINES[0])
+    env = {
+        "STREAMER_STORAGE_URL": str(tmp_path),
+        "STREAMER_JWT_SECRET": SECRET,
+        "STREAMER_FOLLOW_POLL_S": "0.05",
+    }
+    server = ServerProcess(["--grace-s", "600"], env)
+    try:
+        target = server.url + DOWNLOAD.format(writer.model)
+        params = {"run_id": writer.run, "follow": "true"}
+        headers = {"Authorization": f"Bearer {token}"}
+        with (
+            httpx.Client(timeout=GUARD_S) as client,
+            client.stream("GET", target, params=params, headers=headers) as response,
+        ):
+            chunks = response.iter_raw()
+            assert next(chunks) == writer.log
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in chunks:
+                    pass
+        assert server.process.wait(GUARD_S) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+    lines = [orjson.loads(line) for line in server.lines if line.startswith('{"time"')]
+    followed = [line for line in lines if line.get("follow")]
+    assert [(line["end"], line["outcome"]) for line in followed] == [("shutdown", "aborted")]
+    assert not any("Traceback" in line for line in server.lines)

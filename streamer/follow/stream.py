@@ -159,6 +159,8 @@ class _Follower:
                 if snap.terminal:
                     return await self._finish()
             snap = await self.watch.after(snap.taken_at, self.poll)
+            if self.watch.closed:
+                return "shutdown"
 
     async def _send_span(self, key: str, size: int) -> bool:
         """Send [sent, size) of the object; False if it does not extend what was sent."""

@@ -90,13 +90,19 @@ class Watch:
         self.interval_s = interval_s
         self.snapshot = Snapshot(-math.inf)
         self.followers = 0
+        self.closed = False  # the process is shutting down: every follow ends
         self._polling = False
         self._polled = anyio.Event()
         self._next_poll = anyio.current_time() + interval_s
 
+    def close(self) -> None:
+        self.closed = True
+        self._polled.set()
+
     async def after(self, seen: float, poll: Poll) -> Snapshot:
-        """A snapshot whose poll began after `seen` (a `taken_at`)."""
-        while self.snapshot.taken_at <= seen:
+        """A snapshot whose poll began after `seen` (a `taken_at`); the latest one as soon
+        as the watch is closed."""
+        while self.snapshot.taken_at <= seen and not self.closed:
             if self._polling:
                 await self._polled.wait()
                 continue
@@ -120,7 +126,14 @@ class Watches:
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
+        self.closed = False
         self._watches: dict[str, Watch] = {}
+
+    def close(self) -> None:
+        """End every follow (at shutdown): each wakes now, or at its next poll."""
+        self.closed = True
+        for watch in self._watches.values():
+            watch.close()
 
     @contextmanager
     def watch(self, model_id: str, run_id: str) -> Iterator[Watch]:
@@ -128,6 +141,7 @@ class Watches:
         found = self._watches.get(key)
         if found is None:
             found = self._watches[key] = Watch(self.interval_s)
+            found.closed = self.closed
         found.followers += 1
         try:
             yield found
