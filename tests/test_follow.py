@@ -35,7 +35,7 @@ from streamer.storage import ObjectReader, Store
 from tests.conftest import SECRET, Running, ServerProcess, serve_in_thread
 from tests.dataset import ORG, put
 from tests.emulators import BUCKET
-from tests.test_observe import AccessLog
+from tests.test_observe import AccessLog, metric
 
 pytestmark = pytest.mark.anyio
 
@@ -606,3 +606,25 @@ def test_shutdown_cuts_follows_as_the_listener_closes(tmp_path: Path, token: str
     followed = [line for line in lines if line.get("follow")]
     assert [(line["end"], line["outcome"]) for line in followed] == [("shutdown", "aborted")]
     assert not any("Traceback" in line for line in server.lines)
+
+
+async def test_follows_are_counted_in_the_metrics(server: Running, root: str, token: str) -> None:
+    writer = Writer(root).start(LINES[0])
+    async with httpx.AsyncClient(timeout=GUARD_S) as client:
+        before = (await client.get(server.url + "/metrics")).text
+        async with following(server, writer, token) as got:
+            await got.until(writer.log)
+            writer.append(LINES[1])
+            await got.until(writer.log)
+            during = (await client.get(server.url + "/metrics")).text
+            writer.status("completed")
+            await got.rest()
+        after = (await client.get(server.url + "/metrics")).text
+
+    def delta(text: str, name: str) -> float:
+        return metric(text, name) - metric(before, name)
+
+    assert delta(during, "streamer_followers_active") == 1
+    assert delta(after, "streamer_followers_active") == 0
+    assert delta(after, "streamer_follow_bytes_total") == len(writer.log)
+    assert delta(after, "streamer_follow_polls_total") >= 1  # the append was found by a poll
