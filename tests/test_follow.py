@@ -4,6 +4,7 @@ client to have received what it wrote, never for a time."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import signal
 import threading
@@ -628,3 +629,13 @@ async def test_follows_are_counted_in_the_metrics(server: Running, root: str, to
     assert delta(after, "streamer_followers_active") == 0
     assert delta(after, "streamer_follow_bytes_total") == len(writer.log)
     assert delta(after, "streamer_follow_polls_total") >= 1  # the append was found by a poll
+
+
+async def test_a_gzip_log_is_sent_inflated_once_the_run_ends(tmp_path: Path, token: str) -> None:
+    writer = Writer(str(tmp_path)).start(None)
+    log = b"".join(LINES[:5])
+    put(writer.root, f"{writer.folder}/training.log.gz", gzip.compress(log))
+    for running in serve_in_thread(settings(str(tmp_path))):
+        async with following(running, writer, token, offset="3") as got:
+            writer.status("completed")
+            assert await got.rest() == log[3:]
