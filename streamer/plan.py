@@ -103,7 +103,8 @@ _COUNT = re.compile(r"[0-9]{1,18}")
 
 def _follow_query(query: Query, params: QueryParams) -> Query:
     """`follow`, and where a resumed follow starts: `offset` (txt) or `from_line` (json,
-    ndjson), each only with `follow=true`; InvalidQuery naming the parameter otherwise."""
+    ndjson). Each applies only with `follow=true` and its formats, and is ignored
+    elsewhere, as an unknown parameter is; a malformed or repeated one is InvalidQuery."""
 
     def one(name: str) -> str | None:
         values = params.getlist(name)
@@ -114,21 +115,19 @@ def _follow_query(query: Query, params: QueryParams) -> Query:
     follow = one("follow")
     if follow is not None and follow not in _FOLLOW:
         raise InvalidQuery("The follow query parameter must be true, false, 1 or 0.")
-    on = follow is not None and _FOLLOW[follow]
     offset, from_line = one("offset"), one("from_line")
-    if offset is not None and not (on and query.format == "txt" and _COUNT.fullmatch(offset)):
-        raise InvalidQuery("The offset query parameter is a byte count, with follow and txt.")
-    if from_line is not None and not (
-        on and query.format != "txt" and _COUNT.fullmatch(from_line) and int(from_line) >= 1
-    ):
-        raise InvalidQuery(
-            "The from_line query parameter is a line number from 1, with follow and json or ndjson."
-        )
+    if offset is not None and not _COUNT.fullmatch(offset):
+        raise InvalidQuery("The offset query parameter must be a byte count.")
+    if from_line is not None and not (_COUNT.fullmatch(from_line) and int(from_line) >= 1):
+        raise InvalidQuery("The from_line query parameter must be a line number from 1.")
+    if follow is None or not _FOLLOW[follow]:
+        return query
+    txt = query.format == "txt"
     return replace(
         query,
-        follow=on,
-        offset=int(offset) if offset is not None else 0,
-        from_line=int(from_line) if from_line is not None else 1,
+        follow=True,
+        offset=int(offset) if offset is not None and txt else 0,
+        from_line=int(from_line) if from_line is not None and not txt else 1,
     )
 
 

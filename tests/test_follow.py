@@ -229,9 +229,9 @@ async def test_the_follow_limit_aborts(root: str, token: str, access_log: Access
     writer = Writer(root).start(LINES[0])
     for running in serve_in_thread(settings(root, follow_max_s=0.2)):
         async with following(running, writer, token) as got:
-            await got.until(writer.log)
             with pytest.raises(httpx.RemoteProtocolError):
                 await got.rest()
+        assert writer.log.startswith(got.body)
         line = access_log.wait(request_id=got.request_id)
         assert (line["end"], line["outcome"]) == ("limit", "aborted")
 
@@ -273,6 +273,10 @@ async def test_a_store_failure_aborts(tmp_path: Path, token: str, access_log: Ac
         (b"follow=0", False, 0, 1),
         (b"follow=true&offset=0012", True, 12, 1),
         (b"follow=1&format=ndjson&from_line=7", True, 0, 7),
+        # Each applies only with follow and to its formats; elsewhere it is ignored.
+        (b"offset=5&from_line=2", False, 0, 1),
+        (b"follow=true&format=ndjson&offset=5", True, 0, 1),
+        (b"follow=true&from_line=2", True, 0, 1),
     ],
 )
 def test_follow_parameters(query: bytes, follow: bool, offset: int, from_line: int) -> None:
@@ -286,12 +290,10 @@ def test_follow_parameters(query: bytes, follow: bool, offset: int, from_line: i
         b"follow=yes",
         b"follow=",
         b"follow=true&follow=true",
-        b"offset=5",  # only with follow
         b"follow=true&offset=-1",
-        b"follow=true&offset=1e3",
-        b"follow=true&format=ndjson&offset=5",  # offset is txt's; json and ndjson resume by line
-        b"follow=true&from_line=2",
+        b"offset=1e3",
         b"follow=true&format=json&from_line=0",
+        b"from_line=x",
         b"follow=true&format=json&from_line=1&from_line=2",
     ],
 )
@@ -563,6 +565,11 @@ def test_the_openapi_document_states_the_follow_parameters() -> None:
     document = orjson.loads(OPENAPI_DOCUMENT.read_bytes())
     parameters = document["components"]["parameters"]
     assert parameters["Wait"]["schema"]["maximum"] == MAX_WAIT_S
+    for name, value in [("offset", parameters["Offset"]), ("from_line", parameters["FromLine"])]:
+        top = str(value["schema"]["maximum"]).encode()
+        parse_query(b"follow=1&" + name.encode() + b"=" + top)
+        with pytest.raises(InvalidQuery):
+            parse_query(b"follow=1&" + name.encode() + b"=" + top + b"0")
     for value in parameters["Follow"]["schema"]["enum"]:
         parse_query(b"follow=" + value.encode())
     operations = [

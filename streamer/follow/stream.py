@@ -96,6 +96,8 @@ def _headers(query: Query, run_id: str, rid: str) -> list[tuple[bytes, bytes]]:
     return [
         (b"content-type", MEDIA_TYPES[query.format].encode()),
         (b"content-disposition", content_disposition(run_id, query.format).encode()),
+        # The same URL is an ordinary download, maybe gzip, once the run has ended.
+        (b"vary", b"Accept-Encoding"),
         *SECURITY_HEADERS,
         # nginx and its kin buffer a proxied body unless told not to: a follow is live.
         (b"x-accel-buffering", b"no"),
