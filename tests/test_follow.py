@@ -4,6 +4,7 @@ client to have received what it wrote, never for a time."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import signal
@@ -501,9 +502,14 @@ class SignallingWatches(Watches):
 
     @contextmanager
     def watch(self, model_id: str, run_id: str) -> Iterator[Watch]:
+        self.loop = asyncio.get_running_loop()  # the server's, for close_soon()
         with super().watch(model_id, run_id) as found:
             self.taken.set()
             yield found
+
+    def close_soon(self) -> None:
+        """`close()` in the server's thread, as SIGTERM does when the listener closes."""
+        self.loop.call_soon_threadsafe(self.close)
 
 
 async def test_wait_answers_as_soon_as_lines_arrive(server: Running, root: str, token: str) -> None:
@@ -646,3 +652,27 @@ async def test_a_gzip_log_is_sent_inflated_once_the_run_ends(tmp_path: Path, tok
         async with following(running, writer, token, offset="3") as got:
             writer.status("completed")
             assert await got.rest() == log[3:]
+
+
+async def test_shutdown_answers_a_held_page_at_once(tmp_path: Path, token: str) -> None:
+    writer = Writer(str(tmp_path)).start(LINES[0])
+    generator = serve_in_thread(settings(str(tmp_path)))
+    running = next(generator)
+    watches = running.app.watches = SignallingWatches(running.app.watches.interval_s)
+    answers: list[httpx.Response] = []
+    try:
+        async with httpx.AsyncClient(timeout=GUARD_S) as client:
+            first = (await get_page(client, running, writer, token)).json()
+
+            async def held() -> None:
+                cursor = first["next_cursor"]
+                page = await get_page(client, running, writer, token, cursor=cursor, wait="60")
+                answers.append(page)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(held)
+                assert await anyio.to_thread.run_sync(watches.taken.wait, GUARD_S)
+                watches.close_soon()
+    finally:
+        generator.close()
+    assert answers[0].status_code == 200 and answers[0].json()["data"] == []

@@ -62,8 +62,9 @@ async def wait_for_lines(
     wait_s: float,
     read: Callable[[LogObject], Awaitable[Page]],
 ) -> tuple[LogObject, Page]:
-    """The log and page to answer with once lines arrived, the run ended, a poll failed
-    or `wait_s` passed; `read` reads the page again from a newer log."""
+    """The log and page to answer with once lines arrived, the run ended, a poll failed,
+    the process began to shut down or `wait_s` passed; `read` reads the page again from a
+    newer log."""
     model_id, run_id = log.model_id, log.run.run_id
     poll = poller(service.catalog, model_id, organization, run_id)
     seen = anyio.current_time()
@@ -71,7 +72,7 @@ async def wait_for_lines(
         while True:
             snap = await watch.after(seen, poll)
             seen = snap.taken_at
-            if snap.error is not None or snap.log is None:
+            if watch.closed or snap.error is not None or snap.log is None:
                 return log, page
             if snap.terminal or snap.log.info != log.info:
                 log, page = snap.log, await read(snap.log)
