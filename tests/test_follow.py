@@ -676,3 +676,25 @@ async def test_shutdown_answers_a_held_page_at_once(tmp_path: Path, token: str) 
     finally:
         generator.close()
     assert answers[0].status_code == 200 and answers[0].json()["data"] == []
+
+
+async def test_head_of_a_follow_and_a_run_that_ends_without_a_log(
+    tmp_path: Path, token: str, access_log: AccessLog
+) -> None:
+    writer = Writer(str(tmp_path)).start(None)
+    headers = {"Authorization": f"Bearer {token}"}
+    generator = serve_in_thread(settings(str(tmp_path)))
+    running = next(generator)
+    try:
+        async with httpx.AsyncClient(timeout=GUARD_S) as client:
+            head = await client.head(url(running, writer, format="ndjson"), headers=headers)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-type"] == "application/x-ndjson"
+            async with following(running, writer, token) as got:
+                writer.status("failed")  # and no log ever: nothing can be a whole log
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await got.rest()
+            line = access_log.wait(request_id=got.request_id)
+            assert (line["end"], line["outcome"]) == ("gone", "aborted")
+    finally:
+        generator.close()
