@@ -19,6 +19,7 @@ from .config import Settings, load_settings
 from .cors import Cors
 from .cursors import CursorCodec, cursor_keys
 from .errors import StreamerError
+from .follow import Watches
 from .handlers.download import download
 from .handlers.logs import get_logs
 from .observe import Observe, annotate
@@ -39,6 +40,7 @@ class Streamer:
         self._catalog: Catalog | None = None
         self.budget = Budget()  # its total is planned at start-up, once the store is open
         self.slots = StreamSlots(settings.max_streams, self.budget)
+        self.watches = Watches(settings.follow_poll_s)  # the followed logs (streamer.follow)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
 

@@ -22,6 +22,7 @@ from .asgi import Message, Receive, Scope, Send
 from .auth import Authenticator
 from .catalog import Catalog
 from .config import Settings
+from .follow import Watches
 from .observe import Service
 from .plan import request_id
 from .storage import Store
@@ -67,6 +68,10 @@ class Cors:
     @property
     def catalog(self) -> Catalog:
         return self.app.catalog
+
+    @property
+    def watches(self) -> Watches:
+        return self.app.watches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         origin = self._allowed_origin(scope)

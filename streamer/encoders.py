@@ -154,6 +154,7 @@ class LineEncoder:
         *,
         max_line: int = 1 << 20,
         native: bool = NATIVE,
+        first_line: int = 1,
     ) -> None:
         if native and not NATIVE:
             raise RuntimeError("streamer._speedups was not built")
@@ -177,7 +178,7 @@ class LineEncoder:
         )
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._next_line = 1
+        self._next_line = first_line  # a resumed follow numbers on from its first line
         # Set while a long line's message is being sent: its decoder, and a held "\r".
         self._decoder: codecs.IncrementalDecoder | None = None
         self._cr = False

@@ -151,3 +151,22 @@ def prepare_multiproc_dir(environ: MutableMapping[str, str]) -> str | None:
 def remove_multiproc_dir(folder: str | None) -> None:
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# Live follow (streamer.follow).
+FOLLOWERS_ACTIVE = Gauge(
+    "streamer_followers_active",
+    "Downloads following a log that is still being written.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+FOLLOW_BYTES = Counter(
+    "streamer_follow_bytes",
+    "Log bytes that follows passed on (before any encoding).",
+    registry=REGISTRY,
+)
+FOLLOW_POLLS = Counter(
+    "streamer_follow_polls",
+    "Polls of followed logs: one metadata read of the store each, shared by the followers.",
+    registry=REGISTRY,
+)

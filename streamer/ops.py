@@ -40,6 +40,8 @@ class Drain:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.draining = False
+        # Called as the listener closes: what runs until its end rather than its grace.
+        self.on_close: list[Callable[[], object]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def install(self) -> bool:
@@ -50,7 +52,12 @@ class Drain:
         if not callable(previous):
             return False
         loop = asyncio.get_running_loop()
-        handler: Handler = previous
+        previous_handler: Handler = previous
+
+        def handler(sig: int, frame: FrameType | None) -> None:
+            for hook in self.on_close:
+                hook()
+            previous_handler(sig, frame)
 
         def arm(sig: int) -> None:
             self._timer = loop.call_later(self.delay_s, handler, sig, None)

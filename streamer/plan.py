@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,6 +48,11 @@ class Query:
     format: Format
     run_id: str | None
     fields: Fields = "default"
+    # Live follow (streamer.follow): where a resumed follow starts, as a byte offset into
+    # the stored log (txt) or the number of the first line to send (json, ndjson).
+    follow: bool = False
+    offset: int = 0
+    from_line: int = 1
 
 
 def target(scope: Mapping[str, Any]) -> str:
@@ -84,10 +89,45 @@ def parse_query(query_string: bytes) -> Query:
     run_ids = params.getlist("run_id")
     if len(run_ids) > 1:
         raise InvalidQuery("The run_id query parameter may be given only once.")
-    return Query(
+    query = Query(
         format=FORMATS[formats[0]] if formats else "txt",
         run_id=run_ids[0] if run_ids else None,
         fields=FIELDS[fields[0]] if fields else "default",
+    )
+    return _follow_query(query, params)
+
+
+_FOLLOW = {"true": True, "1": True, "false": False, "0": False}
+_COUNT = re.compile(r"[0-9]{1,18}")
+
+
+def _follow_query(query: Query, params: QueryParams) -> Query:
+    """`follow`, and where a resumed follow starts: `offset` (txt) or `from_line` (json,
+    ndjson). Each applies only with `follow=true` and its formats, and is ignored
+    elsewhere, as an unknown parameter is; a malformed or repeated one is InvalidQuery."""
+
+    def one(name: str) -> str | None:
+        values = params.getlist(name)
+        if len(values) > 1:
+            raise InvalidQuery(f"The {name} query parameter may be given only once.")
+        return values[0] if values else None
+
+    follow = one("follow")
+    if follow is not None and follow not in _FOLLOW:
+        raise InvalidQuery("The follow query parameter must be true, false, 1 or 0.")
+    offset, from_line = one("offset"), one("from_line")
+    if offset is not None and not _COUNT.fullmatch(offset):
+        raise InvalidQuery("The offset query parameter must be a byte count.")
+    if from_line is not None and not (_COUNT.fullmatch(from_line) and int(from_line) >= 1):
+        raise InvalidQuery("The from_line query parameter must be a line number from 1.")
+    if follow is None or not _FOLLOW[follow]:
+        return query
+    txt = query.format == "txt"
+    return replace(
+        query,
+        follow=True,
+        offset=int(offset) if offset is not None and txt else 0,
+        from_line=int(from_line) if from_line is not None and not txt else 1,
     )
 
 

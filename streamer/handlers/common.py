@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import errors
 from ..catalog import Catalog, LogObject
@@ -16,6 +16,9 @@ from ..ops import StreamSlots
 from ..pump import StreamAborted
 from ..storage import Store, StoreUnreachable
 from ..turns import Turns
+
+if TYPE_CHECKING:
+    from ..follow import Watches
 
 logger = logging.getLogger("streamer")
 
@@ -35,6 +38,8 @@ class Service(Protocol):
     def turns(self) -> Turns: ...
     @property
     def cursors(self) -> CursorCodec: ...
+    @property
+    def watches(self) -> Watches: ...
 
 
 async def resolve(

@@ -12,6 +12,7 @@ from ..budget import stream_bytes
 from ..catalog import valid_model_id
 from ..coding import Chain, GzipEncoder
 from ..encoders import LineEncoder
+from ..follow import follow_log
 from ..observe import annotate
 from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
 from ..pump import Transform, pump, read_size
@@ -37,7 +38,16 @@ async def download(
     authorize(principal)
     # bandit B101 (assert): for mypy only, authorize() has refused None.
     assert principal.organization is not None  # nosec B101
-    log = await resolve(service.catalog, model_id, principal.organization, query.run_id)
+    if query.follow:
+        # Live follow (streamer.follow): a run still writing its log is sent as it grows.
+        followed = await follow_log(
+            service, scope, query, model_id, principal.organization, rid, receive, send
+        )
+        if followed is None:
+            return
+        log = followed
+    else:
+        log = await resolve(service.catalog, model_id, principal.organization, query.run_id)
     annotate(scope, run=log.run.run_id)
     plan = plan_response(
         log,

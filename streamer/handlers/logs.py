@@ -8,10 +8,11 @@ from ..asgi import Scope, Send
 from ..auth import Principal, authorize
 from ..catalog import LogObject, valid_model_id
 from ..errors import LogsNotReady
+from ..follow.wait import holds, parse_wait, wait_for_lines
 from ..logs.body import not_ready_body, page_body
 from ..logs.plan import TERMINAL, PagePlan, check_version, plan_page
 from ..logs.query import parse_page_query
-from ..logs.seek import read_page
+from ..logs.seek import Page, read_page
 from ..logs.source import LogSources
 from ..observe import annotate
 from ..plan import SECURITY_HEADERS
@@ -33,7 +34,9 @@ async def get_logs(
     service: Service, scope: Scope, model_id: str, principal: Principal, rid: str, send: Send
 ) -> None:
     method: str = scope["method"]
-    query = parse_page_query(scope.get("query_string", b""))
+    query_string = scope.get("query_string", b"")
+    query = parse_page_query(query_string)
+    wait_s = parse_wait(query_string)
     plan = plan_page(model_id, query, service.cursors)
     annotate(scope, model=model_id if valid_model_id(model_id) else None)
     authorize(principal)
@@ -50,7 +53,17 @@ async def get_logs(
         body = not_ready_body(plan, run_id, service.cursors)
     else:
         annotate(scope, run=log.run.run_id)
-        body = await _page(service, plan, log)
+        check_version(plan, log)
+        page = await _read(service, plan, log)
+        if wait_s and method == "GET" and holds(plan, page, log):
+            # Live follow (streamer.follow.wait): held until lines arrive or wait_s passes.
+            org = principal.organization
+
+            async def read(newer: LogObject) -> Page:
+                return await _read(service, plan, newer)
+
+            log, page = await wait_for_lines(service, org, log, page, wait_s, read)
+        body = page_body(plan, page, log, service.cursors)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -61,9 +74,7 @@ async def get_logs(
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-async def _page(service: Service, plan: PagePlan, log: LogObject) -> bytes:
-    check_version(plan, log)
+async def _read(service: Service, plan: PagePlan, log: LogObject) -> Page:
     with store_failures(log.key):
         async with log_sources(service).open(service.store, log, plan) as file:
-            page = await read_page(file, plan, log.run.status in TERMINAL)
-    return page_body(plan, page, log, service.cursors)
+            return await read_page(file, plan, log.run.status in TERMINAL)

@@ -18,7 +18,7 @@ failures) are pushed by those layers when they happen.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import errors, metrics
 from ..asgi import Message, Receive, Scope, Send
@@ -35,6 +35,9 @@ from .probes import STATE_KEY, Probes, header
 
 __all__ = ["Observe", "Service", "annotate"]
 
+if TYPE_CHECKING:
+    from ..follow import Watches
+
 
 class Service(Checked, Protocol):
     """What `Observe` needs of the app it wraps (which imports this module, not the
@@ -46,6 +49,9 @@ class Service(Checked, Protocol):
     @property
     def catalog(self) -> Catalog: ...
 
+    @property
+    def watches(self) -> Watches: ...
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
@@ -56,6 +62,7 @@ class Observe:
         quiet.install()
         self.app = app
         self.drain = Drain(app.settings.drain_delay_s)
+        self.drain.on_close.append(app.watches.close)  # follows end as the listener closes
         self.readiness = Readiness(app, self.drain)
         self.probes = Probes(self.readiness)
         self.measure = Measure(self._dispatch)

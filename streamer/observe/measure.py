@@ -100,7 +100,9 @@ class Measure:
         try:
             await self.app(scope, measured_receive, measured_send)
         except StreamAborted:
-            outcome = "upstream_abort"
+            # A follow cut by its limit is no store failure (streamer.follow: `end` says why).
+            cut = scope.get("streamer", {}).get("end") not in (None, "store_failure")
+            outcome = "aborted" if cut else "upstream_abort"
             raise
         except BaseException:
             outcome = "aborted"
@@ -168,6 +170,8 @@ class Measure:
             "outcome": outcome,
             "worker": os.getpid(),
         }
+        if info.get("follow"):  # streamer.follow: and how the follow ended
+            line.update(follow=True, end=info.get("end"))
         access_logger.info(orjson.dumps(line).decode())
 
 

@@ -15,7 +15,7 @@ class _OneLineAborts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, StreamAborted):
-            record.msg, record.args = "download aborted: the store failed mid-stream", ()
+            record.msg, record.args = "download aborted: %s", (error,)
             record.exc_info = None
         elif isinstance(error, asyncio.CancelledError):
             record.msg, record.args = "download aborted: the shutdown grace ran out", ()
