@@ -114,7 +114,7 @@ class Streamer:
             if route.name == "logs":
                 await get_logs(self, scope, model_id, principal, rid, send)
             else:
-                await download(self, scope, model_id, principal, rid, receive, send)
+                await download(self, scope, model_id, principal, rid, headers, receive, send)
         except StreamerError as error:
             await _problem(scope, send, error, rid)
 

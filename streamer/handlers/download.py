@@ -26,10 +26,10 @@ async def download(
     model_id: str,
     principal: Principal,
     rid: str,
+    headers: Headers,
     receive: Receive,
     send: Send,
 ) -> None:
-    headers = Headers(scope=scope)
     method: str = scope["method"]
     query = parse_query(scope.get("query_string", b""))
     # Only an id of the catalog's shape reaches the access log: the path is the client's.
