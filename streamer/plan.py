@@ -7,11 +7,13 @@ transforms on the way out. `app` only executes the plan. No I/O here.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
+from itertools import count
 from typing import Any, Literal
 
 from starlette.datastructures import Headers, QueryParams
@@ -74,6 +76,8 @@ def match_download(path: str) -> str | None:
     return found[1] if found is not None and found[0].name == "download" else None
 
 
+# Clients repeat a few query strings: each is parsed once (a refused one every time).
+@lru_cache(maxsize=256)
 def parse_query(query_string: bytes) -> Query:
     """The download's query; InvalidFormat / InvalidFields / InvalidQuery, in that order.
 
@@ -131,13 +135,32 @@ def _follow_query(query: Query, params: QueryParams) -> Query:
     )
 
 
+class _Ids:
+    """New request ids: a random prefix per process and a counter, 32 hex digits as a
+    uuid4's are, without a system call per request. A forked child draws its own prefix."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.prefix = ""
+        self.counter = count()
+
+    def next(self) -> str:
+        if os.getpid() != self.pid:
+            self.pid, self.prefix, self.counter = os.getpid(), os.urandom(8).hex(), count()
+        return f"{self.prefix}{next(self.counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_ids = _Ids()
+
+
 def request_id(header: str | None) -> str:
     """The caller's X-Request-ID when it is safe to echo, else a new one."""
     if header is not None and REQUEST_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return _ids.next()
 
 
+@lru_cache(maxsize=1024)
 def content_disposition(run_id: str, extension: str) -> str:
     """`attachment` with a quoted filename and its RFC 6266 `filename*` twin.
 
@@ -198,13 +221,12 @@ def plan_response(
     on_the_fly = gzip and client_gzip and not passthrough and spec is None
     coding = "gzip" if passthrough or on_the_fly else "identity"
 
-    etag = _etag(log, query, coding, weak=on_the_fly)
-    modified = log.info.modified
-    validators = [(b"vary", b"Accept-Encoding")]
-    if etag is not None:
-        validators.append((b"etag", etag.encode()))
-    if modified is not None:
-        validators.append((b"last-modified", http_date(modified).encode()))
+    info = log.info
+    fields = query.fields if query.format != "txt" else None
+    etag, validators = _validators(
+        log.key, info.etag, info.modified, info.size, query.format, coding, fields, on_the_fly
+    )
+    modified = info.modified
 
     if not_modified(headers.get("if-none-match"), headers.get("if-modified-since"), etag, modified):
         return ResponsePlan(304, [*validators, *SECURITY_HEADERS])
@@ -242,23 +264,34 @@ def plan_response(
     )
 
 
-def _etag(log: LogObject, query: Query, coding: str, *, weak: bool) -> str | None:
-    """Our entity tag of one representation of `log`; None when the store gives no version."""
-    info = log.info
-    if info.etag is None and info.modified is None:
-        return None
-    parts = [
-        log.key,
-        info.etag or "",
-        info.modified.isoformat() if info.modified else "",
-        str(info.size),
-        query.format,
-        coding,
-    ]
-    if query.format != "txt":
-        parts += [query.fields, ENCODING_VERSION]
-    # On-the-fly gzip bytes depend on zlib and the chunking: equivalent, not identical.
-    return make_etag(parts, weak=weak)
+# They change only with the object's version: computed once per version and representation.
+@lru_cache(maxsize=1024)
+def _validators(
+    key: str,
+    version: str | None,
+    modified: datetime | None,
+    size: int | None,
+    fmt: Format,
+    coding: str,
+    fields: Fields | None,
+    weak: bool,
+) -> tuple[str | None, tuple[tuple[bytes, bytes], ...]]:
+    """Our entity tag of one representation of an object (None when the store gives no
+    version), and the Vary, ETag and Last-Modified headers of its answers."""
+    etag = None
+    if version is not None or modified is not None:
+        parts = [key, version or "", modified.isoformat() if modified else "", str(size)]
+        parts += [fmt, coding]
+        if fields is not None:
+            parts += [fields, ENCODING_VERSION]
+        # On-the-fly gzip bytes depend on zlib and the chunking: equivalent, not identical.
+        etag = make_etag(parts, weak=weak)
+    headers = [(b"vary", b"Accept-Encoding")]
+    if etag is not None:
+        headers.append((b"etag", etag.encode()))
+    if modified is not None:
+        headers.append((b"last-modified", http_date(modified).encode()))
+    return etag, tuple(headers)
 
 
 NEGOTIATION_HEADERS = (
