@@ -42,6 +42,28 @@ if not access_logger.handlers:
     access_logger.propagate = False
 
 
+def _plain_stream(logger: logging.Logger) -> Any:
+    """The stream of the logger's one handler when that handler writes each message as it
+    is to a stream that a line leaves at once (stderr, unbuffered, as streamer's log config
+    and the default here set it up), else None: the line is then written there directly,
+    without a `LogRecord`, filters and handler lock per line. Any other set-up (a test's
+    handler, a filter, a level) goes through `logging`."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.disabled:
+        return None
+    handler = handlers[0]
+    if type(handler) is not logging.StreamHandler or handler.filters:
+        return None
+    formatter = handler.formatter
+    plain = formatter is not None and formatter._fmt == "%(message)s"
+    if not plain or not logger.isEnabledFor(logging.INFO) or handler.level > logging.INFO:
+        return None
+    # Written as it comes only where the write leaves at once, as the handler's flush made it.
+    stream = handler.stream
+    at_once = getattr(stream, "write_through", False) or getattr(stream, "line_buffering", False)
+    return stream if at_once else None
+
+
 def annotate(scope: Scope, **fields: str | None) -> None:
     """Record request facts for the access log and metrics (route, subject, code, ...)."""
     scope.setdefault("streamer", {}).update(fields)
@@ -172,7 +194,11 @@ class Measure:
         }
         if info.get("follow"):  # streamer.follow: and how the follow ended
             line.update(follow=True, end=info.get("end"))
-        access_logger.info(orjson.dumps(line).decode())
+        stream = _plain_stream(access_logger)
+        if stream is None:
+            access_logger.info(orjson.dumps(line).decode())
+        else:
+            stream.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE).decode())
 
 
 def _started(scope: Scope, exchange: _Exchange, message: Message) -> None:
