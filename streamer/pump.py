@@ -96,17 +96,19 @@ async def pump(
     length: int | None = None,
     turns: Turns | None = None,
     ahead: bool = True,
+    inline: bool = False,
 ) -> Transfer:
     """Send `start`, then the reader's bytes (through `transform`), then the end.
 
     `length` is the exact number of bytes to send (Content-Length or a range); the read
     stops there, and a source that ends sooner aborts the transfer. Each read and each
     send of a chunk passes `turns` first, when given. `ahead`: read one chunk ahead of the
-    sends in a producer task (for a reader whose reads wait on the network).
+    sends in a producer task (for a reader whose reads wait on the network). `inline`: the
+    reader's reads and close never wait (a local file, memory), so its close needs no shield.
     """
     chunk_size = read_size(chunk_size, buffer_chunks)
     if length is not None and length <= chunk_size:
-        return await _send_whole(reader, start, send, transform, length)
+        return await _send_whole(reader, start, send, transform, length, inline)
     transfer = Transfer()
     source = _Chunks(reader, chunk_size, transform, length, transfer, turns)
     started = False
@@ -150,7 +152,12 @@ async def pump(
 
 
 async def _send_whole(
-    reader: ObjectReader, start: Message, send: Send, transform: Transform | None, length: int
+    reader: ObjectReader,
+    start: Message,
+    send: Send,
+    transform: Transform | None,
+    length: int,
+    inline: bool,
 ) -> Transfer:
     """The fast path of a body that fits in one read; errors are raised before the start."""
     transfer = Transfer()
@@ -164,9 +171,12 @@ async def _send_whole(
             parts.append(data)
             got += len(data)
     finally:
-        with anyio.CancelScope(shield=True):
+        if inline:  # a close that never waits cannot be cancelled half done
             await reader.aclose()
-    body = b"".join(parts)
+        else:
+            with anyio.CancelScope(shield=True):
+                await reader.aclose()
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
     if transform is not None:
         body = transform.feed(body) + transform.finish()
     await send(start)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from starlette.datastructures import Headers
 
-from ..asgi import Receive, Scope, Send
+from ..asgi import Message, Receive, Scope, Send
 from ..auth import Principal, authorize
 from ..budget import stream_bytes
 from ..catalog import valid_model_id
@@ -16,7 +16,7 @@ from ..follow import follow_log
 from ..observe import annotate
 from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
 from ..pump import Transform, pump, read_size
-from ..storage import GzipReader, ObjectReader
+from ..storage import GzipReader, ObjectReader, Reading
 from .common import Service, resolve, store_failures
 
 
@@ -98,22 +98,48 @@ async def _respond(
     if plan.gzip:
         transforms.append(GzipEncoder())
     with store_failures(key):
+        if service.store.backend.reads_inline:
+            # A local file or memory: opened and closed without waiting; no block, no shield.
+            raw = await service.store.open(key, plan.start, plan.end)
+            await _pump(service, plan, raw, start, size, transforms, receive, send, inline=True)
+            return
         async with service.store.reading(
             key, plan.start, plan.end, read_size=size, buffer_chunks=buffer_chunks
         ) as raw:
-            reader: ObjectReader = raw
-            if plan.decode_gzip:
-                # The pump reads in pieces of read_size(); the decompressor holds no more.
-                reader = GzipReader(raw, size)
-            await pump(
-                reader,
-                start,
-                send,
-                receive,
-                chunk_size=chunk_size,
-                buffer_chunks=buffer_chunks,
-                transform=Chain(transforms) if transforms else None,
-                length=plan.length,
-                turns=service.turns,
-                ahead=raw.ahead,
-            )
+            await _pump(service, plan, raw, start, size, transforms, receive, send, inline=False)
+
+
+async def _pump(
+    service: Service,
+    plan: ResponsePlan,
+    raw: Reading,
+    start: Message,
+    size: int,
+    transforms: list[Transform],
+    receive: Receive,
+    send: Send,
+    *,
+    inline: bool,
+) -> None:
+    """The body of `plan` from `raw` (closed by the pump when it is `inline`)."""
+    reader: ObjectReader = raw
+    if plan.decode_gzip:
+        # The pump reads in pieces of read_size(); the decompressor holds no more.
+        reader = GzipReader(raw, size)
+    try:
+        await pump(
+            reader,
+            start,
+            send,
+            receive,
+            chunk_size=service.settings.chunk_size,
+            buffer_chunks=service.settings.buffer_chunks,
+            transform=Chain(transforms) if transforms else None,
+            length=plan.length,
+            turns=service.turns,
+            ahead=raw.ahead,
+            inline=inline,
+        )
+    finally:
+        if inline:  # the pump closed it unless it failed first; a second close does nothing
+            await raw.aclose()
