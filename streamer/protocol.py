@@ -16,6 +16,9 @@ The rules it keeps, each before the application sees a request:
   it. A request's body that arrives after its response is parsed as that body and
   dropped, never as the next request's head.
 
+A small response (a head and a whole body of at most 64 KiB) goes out in one socket write
+(`streamer.coalesce`).
+
 Every refusal is a problem body (`errors.answer`, as the application's) and closes the
 connection, reading and dropping what the client still sends for `linger_s`. Refusals are
 logged as warnings, not in the access log. Between requests on a kept-alive connection,
@@ -45,6 +48,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from . import errors
 from .asgi import Scope
+from .coalesce import one_write
 from .observe.probes import STATE_KEY, AnswerNow
 from .plan import request_id
 
@@ -143,6 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         answer_now: AnswerNow | None = self.app_state.get(STATE_KEY)
         answer = None if answer_now is None else answer_now(cast(Scope, cycle.scope))
         if answer is None:
+            cycle.send = one_write(cycle)  # type: ignore[method-assign,assignment]
             super()._start_asgi_task(cycle, app)
             return
         status, headers, body = answer
