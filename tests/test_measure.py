@@ -3,18 +3,22 @@ counters that their owners push as things happen."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from streamer import metrics
 from streamer.app import Streamer
 from streamer.config import Settings
 from streamer.observe import Observe, annotate
+from streamer.observe.measure import Measure
 from streamer.pump import Message
 from streamer.storage import RetryingReader
 from testkit.flaky import DATA, Counts, Flaky, read_all
@@ -84,3 +88,53 @@ async def test_the_store_pushes_its_retries_when_it_makes_them() -> None:
     assert await read_all(reader) == DATA
     after = metric(metrics.exposition().decode(), "streamer_upstream_retries_total")
     assert after - before == counts.retries == 2
+
+
+class Writes(io.RawIOBase):
+    """An unbuffered stream's raw end: each write it is handed, kept whole."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.anyio
+async def test_lines_of_requests_that_end_together_leave_in_one_write() -> None:
+    raw = Writes()
+    handler = logging.StreamHandler(io.TextIOWrapper(raw, write_through=True))  # type: ignore[type-var]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("streamer.access")
+    kept = logger.handlers[:]
+    logger.handlers[:] = [handler]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        raise AssertionError("unused")
+
+    async def send(message: Message) -> None:
+        pass
+
+    measure = Measure(app)
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(measure, dict(scope), receive, send)
+        # The batch's write was queued on the loop when its first line came: first in turn.
+        written = asyncio.Event()
+        asyncio.get_running_loop().call_soon(written.set)
+        await written.wait()
+    finally:
+        logger.handlers[:] = kept
+    assert len(raw.writes) == 1
+    lines = [orjson.loads(line) for line in raw.writes[0].splitlines()]
+    assert [(line["status"], line["outcome"]) for line in lines] == [(204, "complete")] * 3
