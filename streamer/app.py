@@ -21,6 +21,7 @@ from .cursors import CursorCodec, cursor_keys
 from .errors import StreamerError
 from .handlers.download import download
 from .handlers.logs import get_logs
+from .logs.source import LogSources
 from .observe import Observe, annotate
 from .ops import StreamSlots
 from .plan import request_id, target
@@ -41,6 +42,8 @@ class Streamer:
         self.slots = StreamSlots(settings.max_streams, self.budget)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
+        # Get Logs: the scan slots and the local copies of gzip logs, for the process's life.
+        self.logs = LogSources(settings.scan_slots, settings.scan_disk_bytes)
 
     @property
     def store(self) -> Store:
@@ -79,6 +82,7 @@ class Streamer:
                 freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.logs.close()
                 if self._catalog is not None:
                     await self._catalog.aclose()
                 if self._store is not None:

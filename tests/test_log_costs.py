@@ -20,7 +20,6 @@ import pytest
 from streamer.catalog import LogObject, Run
 from streamer.config import Settings
 from streamer.errors import Overloaded
-from streamer.handlers.logs import log_sources
 from streamer.logs import inflated, scan
 from streamer.logs.inflated import InflatedLogs
 from streamer.storage import ObjectInfo, Store
@@ -155,7 +154,7 @@ def test_the_pages_of_a_gzip_log_share_one_inflation(
     serve: Callable[[int], Running], token: str
 ) -> None:
     server = serve(4)
-    copies = log_sources(server.app).copies
+    copies = server.app.logs.copies
     first = get(server, token, "mdl-gz-a", limit=200)
     assert first.status_code == 200 and copies.inflations == 1
     cursor = first.json()["next_cursor"]
@@ -187,9 +186,20 @@ def test_pages_beyond_the_scan_slots_are_refused_before_reading(
         assert get(server, token, "mdl-plain", limit=5).status_code == 200
         gate.release.set()
         assert all(page.result(HANG_GUARD_S).status_code == 200 for page in held)
-    copies = log_sources(server.app).copies
+    copies = server.app.logs.copies
     assert copies.inflations == 2  # the refused gzip page read nothing
     assert get(server, token, "mdl-plain", level="ERROR").status_code == 200
+
+
+def test_the_copies_are_removed_at_shutdown(costs_root: str, token: str) -> None:
+    settings = Settings(storage_url=costs_root, jwt_secret=SECRET, catalog_ttl_s=0)
+    servers = serve_in_thread(settings)
+    server = next(servers)
+    folder = server.app.logs.copies.folder
+    assert get(server, token, "mdl-gz-a", limit=1).status_code == 200
+    assert files(folder) == 1
+    servers.close()  # the lifespan's shutdown runs before the server's thread ends
+    assert not os.path.exists(folder)
 
 
 def gz_log(store_root: str, name: str, data: bytes) -> LogObject:

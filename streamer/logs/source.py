@@ -48,6 +48,10 @@ class LogSources:
         self.slots = ScanSlots(scan_slots)
         self.copies = InflatedLogs(disk_bytes)
 
+    def close(self) -> None:
+        """Remove the local copies (the service's shutdown)."""
+        self.copies.close()
+
     @asynccontextmanager
     async def open(self, store: Store, log: LogObject, plan: PagePlan) -> AsyncIterator[Ranged]:
         """The log of `log` for the page `plan`. Overloaded beyond the slots;
