@@ -43,7 +43,7 @@ class Streamer:
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
         # Get Logs: the scan slots and the local copies of gzip logs, for the process's life.
-        self.logs = LogSources(settings.scan_slots, settings.scan_disk_bytes)
+        self.logs = LogSources(settings.scan_slots, settings.scan_disk_bytes, self.budget)
 
     @property
     def store(self) -> Store:

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import fsspec
 
-from streamer.storage import ObjectInfo, Store
+from streamer.storage import ObjectInfo, ObjectReader, Store
 
 
 class SpyStore(Store):
@@ -52,6 +52,13 @@ class SpyStore(Store):
             return await super().read_bytes(key)
         finally:
             self.in_flight -= 1
+
+    def opened(self, suffix: str) -> list[str]:
+        return [key for op, key in self.calls if op == "open" and key.endswith(suffix)]
+
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        self.calls.append(("open", key))
+        return await super().open(key, start, end)
 
     def listings(self) -> list[str]:
         return [key for op, key in self.calls if op == "list_versions"]

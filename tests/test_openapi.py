@@ -27,7 +27,7 @@ from streamer import errors
 from streamer.app import Streamer
 from streamer.catalog import MODEL_ID, RUN_ID
 from streamer.config import Settings
-from streamer.cursors import _TEXT, Cursor, CursorCodec
+from streamer.cursors import _TEXT, Cursor, CursorCodec, Walk
 from streamer.encoders import FIELD_NAMES, Fields, reference_encode
 from streamer.lines import MAX_MESSAGE, entry, parse_block
 from streamer.logs.query import (
@@ -272,7 +272,11 @@ def test_page_parameters_follow_the_parser() -> None:
     assert "default" not in parameters["Direction"]["schema"]
     assert "`backward` (the default without a cursor)" in parameters["Direction"]["description"]
     cursor = CursorCodec([b"k" * 32]).encode(
-        Cursor("mdl-a", "run-1", "v1", 10**12, "forward", levels=("ERROR",), contains="é" * 256)
+        Cursor(
+            Walk("mdl-a", "run-1", "forward", levels=("ERROR",), contains="é" * 256),
+            "v1",
+            10**12,
+        )
     )
     for schema in (parameters["Cursor"]["schema"], COMPONENTS["schemas"]["PageCursor"]):
         assert schema["pattern"] == f"^{_TEXT.pattern}$"

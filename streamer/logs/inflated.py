@@ -29,6 +29,7 @@ from datetime import datetime
 
 import anyio
 
+from ..budget import CODING_STATE
 from ..catalog import LogObject
 from ..errors import Overloaded
 from ..storage import Store
@@ -36,7 +37,9 @@ from ..storage import Store
 SLICE = 4 << 20
 _READ = 1 << 20
 _PIECE = 1 << 20
-
+# What making a copy holds at once: a read of the store and its unconsumed tail, a piece
+# of output, zlib's state.
+INFLATE_BYTES = 2 * _READ + _PIECE + CODING_STATE
 
 _Key = tuple[str, str | None, int | None, datetime | None]
 
