@@ -150,6 +150,28 @@ def test_healthz_answers_while_a_filtered_page_scans(
     assert [item["message"] for item in response.json()["data"]] == ["the first"]
 
 
+@pytest.mark.anyio
+async def test_one_block_is_parsed_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing holds the GIL: two pages' blocks take turns, not two threads."""
+    gate = Gate(monkeypatch, at_call=0, module=scan, name="parse_block")
+    block = SMALL * 200  # large enough for a worker thread
+    parsed: list[int] = []
+
+    async def parse(base: int) -> None:
+        parsed.append(len(await scan.parse_lines(block, base)))
+
+    with anyio.fail_after(HANG_GUARD_S):
+        async with anyio.create_task_group() as group:
+            for base in (0, 1):
+                group.start_soon(parse, base)
+            await anyio.to_thread.run_sync(gate.wait)  # the first is in its thread
+            await anyio.wait_all_tasks_blocked()
+            assert scan.parsing().statistics().tasks_waiting == 1  # the second waits its turn
+            assert gate.arrived.acquire(blocking=False) is False
+            gate.release.set()
+    assert parsed == [500 * 200] * 2
+
+
 def test_the_pages_of_a_gzip_log_share_one_inflation(
     serve: Callable[[int], Running], token: str
 ) -> None:
