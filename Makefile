@@ -161,6 +161,7 @@ bench: $(BENCH_STAMP)
 	command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.pages --json bench/results/pages.json
+	$(BIN)/python -m bench.loop
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev
