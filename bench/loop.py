@@ -1,6 +1,6 @@
 """The event loop and memory under expensive Get Logs pages (SPEC section 8), pass/fail.
 
-    python -m bench.loop [--seconds 20] [--json FILE]
+    python -m bench.loop [--seconds 20] [--json FILE] [--case gzip|scans ...]
 
 One `streamer serve` child (testkit/servers.py) at its defaults on a local store with a
 gzip log that inflates to 256 MiB (bench/gzip_pages.py's repeated line), a 64 MiB log
@@ -48,6 +48,12 @@ OTHER_EVERY_S = 0.050
 HEALTH_P99_MS = 50.0
 OTHER_P99_MS = 500.0
 RSS_HEADROOM_MIB = 256
+
+# A case: its name, the model paged, the query, the clients at once.
+CASES: dict[str, tuple[str, str, dict[str, str], int]] = {
+    "gzip": ("gzip 256 MiB, 4 pagers", "mdl-gz", {"limit": "100"}, 4),
+    "scans": ("scans of 64 MiB, 32 clients", "mdl-scan", {"level": "NOPE", "limit": "1000"}, 32),
+}
 
 Worker = Callable[[float], None]  # a client's loop, run until its deadline (monotonic)
 
@@ -135,6 +141,7 @@ class Case:
     health: list[float]
     other: list[float]
     peak_mib: float
+    after_mib: float  # RSS once the case's pages ended
     seconds: float
 
 
@@ -170,8 +177,9 @@ def run_case(
     stop.set()
     for thread in probing:
         thread.join()
-    peak = memory_kib(server.pid, "VmHWM") / 1024
-    return Case(name, tally, probes["health"], probes["other"], peak, time.monotonic() - started)
+    peak, after = (memory_kib(server.pid, item) / 1024 for item in ("VmHWM", "VmRSS"))
+    took = time.monotonic() - started
+    return Case(name, tally, probes["health"], probes["other"], peak, after, took)
 
 
 def seed(root: Path) -> None:
@@ -205,6 +213,7 @@ def verdict(case: Case, idle_mib: float) -> dict[str, Any]:
         "other_p99_ms": round(other, 1),
         "other_n": len(case.other),
         "peak_rss_mib": round(case.peak_mib),
+        "after_rss_mib": round(case.after_mib),
         "idle_rss_mib": round(idle_mib),
     }
     figures["pass"] = {
@@ -232,13 +241,14 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {r['case']} ({r['seconds']} s) | {answers} | {pages} "
             f"| {r['healthz_p99_ms']} (n={r['healthz_n']}) | {r['other_p99_ms']} "
-            f"(n={r['other_n']}) | {r['peak_rss_mib']} (idle {r['idle_rss_mib']}) "
+            f"(n={r['other_n']}) | {r['peak_rss_mib']} (idle {r['idle_rss_mib']}, "
+            f"after {r['after_rss_mib']}) "
             f"| {verdicts} |"
         )
     return "\n".join(rows)
 
 
-def measure(root: Path, seconds: float) -> list[dict[str, Any]]:
+def measure(root: Path, seconds: float, only: list[str]) -> list[dict[str, Any]]:
     token = make_token()
     env = {"STREAMER_STORAGE_URL": str(root), "STREAMER_JWT_SECRET": SECRET}
     server = ServerProcess([], env)
@@ -248,12 +258,9 @@ def measure(root: Path, seconds: float) -> list[dict[str, Any]]:
             assert warm.get(LOGS.format("mdl-other") + "?limit=100")[0] == 200
         time.sleep(1.0)  # a benchmark, not a test: let the first pages' buffers go
         idle = memory_kib(server.pid, "VmRSS") / 1024
-        cases = {
-            "gzip 256 MiB, 4 pagers": ("mdl-gz", {"limit": "100"}, 4),
-            "scans of 64 MiB, 32 clients": ("mdl-scan", {"level": "NOPE", "limit": "1000"}, 32),
-        }
         results = []
-        for name, (model, params, clients) in cases.items():
+        for key in only:
+            name, model, params, clients = CASES[key]
             tally = Tally()
             workers = [
                 _pager(Client(server.url, token), model, params, tally) for _ in range(clients)
@@ -270,10 +277,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loop", description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="load per case")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--case", choices=list(CASES), action="append", help="only this case")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         seed(Path(folder))
-        results = measure(Path(folder), args.seconds)
+        results = measure(Path(folder), args.seconds, args.case or list(CASES))
     print(table(results))
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
