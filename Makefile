@@ -171,6 +171,7 @@ bench: $(BENCH_STAMP) $(AZURITE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.pages --json bench/results/pages.json
 	$(BIN)/python -m bench.azure
+	$(BIN)/python -m bench.loop
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev
