@@ -172,6 +172,7 @@ bench: $(BENCH_STAMP) $(AZURITE)
 	$(BIN)/python -m bench.pages --json bench/results/pages.json
 	$(BIN)/python -m bench.azure
 	$(BIN)/python -m bench.loop
+	$(BIN)/python -m bench.memory
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev
