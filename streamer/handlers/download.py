@@ -35,19 +35,17 @@ async def download(
     # Only an id of the catalog's shape reaches the access log: the path is the client's.
     annotate(scope, model=model_id if valid_model_id(model_id) else None)
     annotate(scope, format=query.format)
-    authorize(principal)
-    # bandit B101 (assert): for mypy only, authorize() has refused None.
-    assert principal.organization is not None  # nosec B101
+    organization = authorize(principal)
     if query.follow:
         # Live follow (streamer.follow): a run still writing its log is sent as it grows.
         followed = await follow_log(
-            service, scope, query, model_id, principal.organization, rid, receive, send
+            service, scope, query, model_id, organization, rid, receive, send
         )
         if followed is None:
             return
         log = followed
     else:
-        log = await resolve(service.catalog, model_id, principal.organization, query.run_id)
+        log = await resolve(service.catalog, model_id, organization, query.run_id)
     annotate(scope, run=log.run.run_id)
     plan = plan_response(
         log,
