@@ -15,7 +15,7 @@ from ..encoders import LineEncoder
 from ..follow import follow_log
 from ..observe import annotate
 from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
-from ..pump import Transform, pump, read_size
+from ..pump import Stream, Transform, pump, read_size
 from ..storage import GzipReader, ObjectReader
 from .common import Service, resolve, store_failures
 
@@ -103,11 +103,7 @@ async def _respond(
             if plan.decode_gzip:
                 # The pump reads in pieces of read_size(); the decompressor holds no more.
                 reader = GzipReader(raw, size)
-            await pump(
-                reader,
-                start,
-                send,
-                receive,
+            stream = Stream(
                 chunk_size=chunk_size,
                 buffer_chunks=buffer_chunks,
                 transform=Chain(transforms) if transforms else None,
@@ -115,3 +111,4 @@ async def _respond(
                 turns=service.turns,
                 ahead=raw.ahead,
             )
+            await pump(reader, start, send, receive, stream)
