@@ -25,12 +25,10 @@ async def get_logs(
     wait_s = parse_wait(query_string)
     plan = plan_page(model_id, query, service.cursors)
     annotate(scope, model=model_id if valid_model_id(model_id) else None)
-    authorize(principal)
-    # bandit B101 (assert): for mypy only, authorize() has refused None.
-    assert principal.organization is not None  # nosec B101
+    organization = authorize(principal)
     run_id = plan.walk.run_id
     try:
-        log = await resolve(service.catalog, model_id, principal.organization, run_id)
+        log = await resolve(service.catalog, model_id, organization, run_id)
     except LogsNotReady:
         # Only a named run can be not ready (the default run is a completed one).
         if run_id is None:
@@ -43,7 +41,7 @@ async def get_logs(
         page = await _read(service, plan, log)
         if wait_s and method == "GET" and holds(plan, page, log):
             # Live follow (streamer.follow.wait): held until lines arrive or wait_s passes.
-            org = principal.organization
+            org = organization
 
             async def read(newer: LogObject) -> Page:
                 return await _read(service, plan, newer)
