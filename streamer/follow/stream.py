@@ -36,7 +36,7 @@ from ..observe import annotate
 from ..plan import MEDIA_TYPES, SECURITY_HEADERS, Query, content_disposition
 from ..pump import StreamAborted, TruncatedSource
 from ..storage import GzipReader, ObjectReader
-from .watch import Poll, Snapshot, Watch, poller, snapshot
+from .watch import SHARED_SPAN, Poll, Snapshot, Watch, poller, snapshot
 
 TAIL = 4096
 logger = logging.getLogger("streamer")
@@ -163,7 +163,7 @@ class _Follower:
                 if size < self.sent:
                     return "shrank"
                 if size > self.sent:
-                    if not await self._send_span(log.key, size):
+                    if not await self._send_span(snap, log.key, size):
                         return "replaced"
                     continue
                 if snap.terminal:
@@ -172,9 +172,18 @@ class _Follower:
             if self.watch.closed:
                 return "shutdown"
 
-    async def _send_span(self, key: str, size: int) -> bool:
-        """Send [sent, size) of the object; False if it does not extend what was sent."""
+    async def _send_span(self, snap: Snapshot, key: str, size: int) -> bool:
+        """Send [sent, size) of the object; False if it does not extend what was sent.
+        A small span at the live end is read once for every follower (`Watch.read`)."""
         back = len(self.tail)
+        if size - self.sent + back <= SHARED_SPAN:
+            data = await self.watch.read(snap, key, self.sent - back, size, self._read)
+            if data[:back] != self.tail:
+                return False
+            if (short := size - self.sent + back - len(data)) > 0:
+                raise TruncatedSource(f"{short} bytes short of the object's size")
+            await self._pass(data[back:])
+            return True
         reader = await self.store.open(key, self.sent - back, size)
         try:
             if back and await _exactly(reader, back) != self.tail:
@@ -189,6 +198,14 @@ class _Follower:
             with anyio.CancelScope(shield=True):
                 await reader.aclose()
         return True
+
+    async def _read(self, key: str, start: int, end: int) -> bytes:
+        reader = await self.store.open(key, start, end)
+        try:
+            return await _exactly(reader, end - start)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reader.aclose()
 
     async def _send_gzip(self, log: LogObject) -> None:
         """A terminal run's gzip log, inflated, from the resume point on."""
