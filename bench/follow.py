@@ -1,7 +1,8 @@
 """Live follow measured where it runs: N followers of one running log, with a verdict.
 
 One `streamer serve` follows one running run's log on a local store (`--store local`) or on
-S3 (`--store s3`: moto behind testkit.shaping.ShapingProxy at its defaults, 20 ms first-byte
+S3 (`--store s3`: moto behind testkit.shaping.ShapingProxy at its defaults, in a process of
+its own (bench/proxy.py), 20 ms first-byte
 latency and 80 MB/s per connection; the bench writes to moto directly, so the proxy counts
 only the server's requests). N clients follow the log (`follow=true`, raw sockets, so that
 the clients cost little). Then:
@@ -106,7 +107,7 @@ class S3Store:
         self.client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{LOG_KEY}", Body=self.data)
 
     def requests(self) -> int | None:
-        count: int = self.proxy.requests
+        count: int = self.proxy.counters()["requests"]
         return count
 
 
@@ -122,10 +123,10 @@ def store(kind: str, root: Path) -> Iterator[Store]:
     if kind == "local":
         yield LocalStore(root)
         return
+    from bench.proxy import ProxyProcess
     from testkit.emulators import moto_server
-    from testkit.shaping import ShapingProxy
 
-    with moto_server() as endpoint, ShapingProxy(endpoint) as proxy:
+    with moto_server() as endpoint, ProxyProcess(endpoint) as proxy:
         yield S3Store(endpoint, proxy)
 
 
@@ -203,17 +204,21 @@ def rss_kib(pid: int) -> int:
     raise LookupError("VmRSS")
 
 
-async def appends(args: argparse.Namespace, where: Store, followers: list[Follower]) -> list[float]:
-    """The delay from each append, at a random phase of the poll, to the last follower."""
-    delays = []
+async def appends(
+    args: argparse.Namespace, where: Store, followers: list[Follower]
+) -> tuple[list[float], list[float]]:
+    """The delays from each append, at a random phase of the poll, to the first follower
+    and to the last."""
+    firsts, delays = [], []
     for i in range(args.appends):
         await asyncio.sleep(random.uniform(0, args.poll_s))
         line = LINE % (1000 + i)
         where.append(line)
         appended = time.perf_counter()
         received = await asyncio.gather(*(f.until(line) for f in followers))
+        firsts.append(min(received) - appended)
         delays.append(max(received) - appended)
-    return delays
+    return firsts, delays
 
 
 async def measure(args: argparse.Namespace, where: Store, root: Path) -> dict[str, Any]:
@@ -233,7 +238,7 @@ async def measure(args: argparse.Namespace, where: Store, root: Path) -> dict[st
         polls1, cpu1, wall1 = polls(server.url), cpu_s(server.pid), time.perf_counter()
         requests1 = where.requests()
         rss_after = rss_kib(server.pid)
-        delays = await appends(args, where, followers)
+        firsts, delays = await appends(args, where, followers)
         health = probe.stop()
         for f in followers:
             f.writer.close()
@@ -248,6 +253,7 @@ async def measure(args: argparse.Namespace, where: Store, root: Path) -> dict[st
         "rss": (rss_before, rss_after),
         "requests_per_poll": per_poll,
         "delays": delays,
+        "firsts": firsts,
         "health": health,
     }
 
@@ -283,6 +289,11 @@ def verdict(args: argparse.Namespace, found: dict[str, Any]) -> bool:
         f"  append to last follower over {len(found['delays'])} appends at random phases: "
         f"p50 {1000 * delays['p50']:.0f} ms, p95 {1000 * delays['p95']:.0f} ms, "
         f"max {1000 * delays['max']:.0f} ms"
+    )
+    first = _summary(found["firsts"])
+    print(
+        f"  append to first follower: p50 {1000 * first['p50']:.0f} ms, "
+        f"p95 {1000 * first['p95']:.0f} ms, max {1000 * first['max']:.0f} ms"
     )
     print(
         f"  /healthz every 10 ms ({len(found['health'])} probes): p50 "
