@@ -173,6 +173,8 @@ bench: $(BENCH_STAMP) $(AZURITE)
 	$(BIN)/python -m bench.azure
 	$(BIN)/python -m bench.loop
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.follow --store local
+	$(BIN)/python -m bench.follow --store s3
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev

@@ -38,7 +38,7 @@ from ..observe import annotate
 from ..plan import MEDIA_TYPES, SECURITY_HEADERS, Query, content_disposition
 from ..pump import StreamAborted, TruncatedSource
 from ..storage import GzipReader, ObjectChanged, ObjectReader
-from .watch import Poll, Snapshot, Watch, poller, snapshot
+from .watch import SHARED_SPAN, Poll, Snapshot, Watch, poller, snapshot
 
 TAIL = 4096
 logger = logging.getLogger("streamer")
@@ -162,22 +162,22 @@ class _Follower:
             if log is None or log.gzip:
                 if self.sent > self.origin:
                     return "gone" if log is None else "replaced"
-            elif (end := await self._catch_up(log, snap.terminal)) is not None:
+            elif (end := await self._catch_up(snap, log)) is not None:
                 return end
             snap = await self.watch.after(snap.taken_at, self.poll)
             if self.watch.closed:
                 return "shutdown"
 
-    async def _catch_up(self, log: LogObject, terminal: bool) -> str | None:
+    async def _catch_up(self, snap: Snapshot, log: LogObject) -> str | None:
         """Send what the log gained, once it proved to hold what was sent (checked when it
         grew, changed version or is about to end cleanly); how the follow ends, if it does."""
-        size = log.info.size or 0
+        terminal, size = snap.terminal, log.info.size or 0
         if size < self.sent:
             return "shrank"
         check = self.sent > self.origin and (terminal or log.info.etag != self.version)
         if size > self.sent or check:
             try:
-                if not await self._send_span(log.key, size):
+                if not await self._send_span(snap, log.key, size):
                     return "replaced"
             except ObjectChanged:
                 return None  # replaced between two pinned reads: check the next version
@@ -186,21 +186,26 @@ class _Follower:
             self.version = log.info.etag
         return await self._finish() if terminal else None
 
-    async def _send_span(self, key: str, size: int) -> bool:
+    async def _send_span(self, snap: Snapshot, key: str, size: int) -> bool:
         """Send [sent, size) of the object; False if it does not extend what was sent: its
         first and last up to `TAIL` bytes sent, read from the version the span is read
-        from, differ."""
-        pin: dict[str, str] = {}
+        from, differ. Small spans (the first bytes sent, the live end) are read once for
+        every follower of the poll (`Watch.read`), all pinned to one version."""
+        pin = self.watch.pin(snap)
         if self.sent - self.origin > len(self.tail):  # else the tail covers the head
             start = self.origin
-            reader = await self.store.open(key, start, start + len(self.head), pin)
-            try:
-                if await _exactly(reader, len(self.head)) != self.head:
-                    return False
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await reader.aclose()
+            head = await self._shared(snap, key, start, start + len(self.head), pin)
+            if head != self.head:
+                return False
         back = len(self.tail)
+        if size - self.sent + back <= SHARED_SPAN:
+            data = await self._shared(snap, key, self.sent - back, size, pin)
+            if data[:back] != self.tail:
+                return False
+            if (short := size - self.sent + back - len(data)) > 0:
+                raise TruncatedSource(f"{short} bytes short of the object's size")
+            await self._pass(data[back:])
+            return True
         reader = await self.store.open(key, self.sent - back, size, pin)
         try:
             if back and await _exactly(reader, back) != self.tail:
@@ -215,6 +220,19 @@ class _Follower:
             with anyio.CancelScope(shield=True):
                 await reader.aclose()
         return True
+
+    async def _shared(
+        self, snap: Snapshot, key: str, start: int, end: int, pin: dict[str, str]
+    ) -> bytes:
+        async def read(key: str, start: int, end: int) -> bytes:
+            reader = await self.store.open(key, start, end, pin)
+            try:
+                return await _exactly(reader, end - start)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await reader.aclose()
+
+        return await self.watch.read(snap, key, start, end, read)
 
     async def _send_gzip(self, log: LogObject) -> None:
         """A terminal run's gzip log, inflated, from the resume point on."""
