@@ -72,8 +72,11 @@ $(AZURITE):
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm install --prefix build/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
+# The suite waits on sockets and emulators more than it computes: three processes keep two
+# cores busy (each starts its own emulators).
+PYTEST_WORKERS ?= 3
 test: $(STAMP) lint tools sanitize $(AZURITE)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 # requirements/*.lock: every package of the runtime set and of the test set, pinned with its
 # hashes, resolved for CPython 3.11 on Linux x86_64 (the image's and CI's). The test set is
