@@ -73,10 +73,11 @@ $(AZURITE):
 	npm install --prefix build/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
 # The suite waits on sockets and emulators more than it computes: three processes keep two
-# cores busy (each starts its own emulators).
+# cores busy (each starts its own emulators). A file's tests share a process, so a module's
+# fixtures (the benchmark's quick run) are made once.
 PYTEST_WORKERS ?= 3
 test: $(STAMP) lint tools sanitize $(AZURITE)
-	$(BIN)/pytest -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # requirements/*.lock: every package of the runtime set and of the test set, pinned with its
 # hashes, resolved for CPython 3.11 on Linux x86_64 (the image's and CI's). The test set is
