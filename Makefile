@@ -72,8 +72,12 @@ $(AZURITE):
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm install --prefix build/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
+# The suite waits on sockets and emulators more than it computes: three processes keep two
+# cores busy (each starts its own emulators). A file's tests share a process, so a module's
+# fixtures (the benchmark's quick run) are made once.
+PYTEST_WORKERS ?= 3
 test: $(STAMP) lint tools sanitize $(AZURITE)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # requirements/*.lock: every package of the runtime set and of the test set, pinned with its
 # hashes, resolved for CPython 3.11 on Linux x86_64 (the image's and CI's). The test set is
@@ -171,6 +175,10 @@ bench: $(BENCH_STAMP) $(AZURITE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.pages --json bench/results/pages.json
 	$(BIN)/python -m bench.azure
+	$(BIN)/python -m bench.loop
+	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.follow --store local
+	$(BIN)/python -m bench.follow --store s3
 
 # The container image (deploy/Dockerfile); needs a running docker or podman engine.
 IMAGE ?= streamer:dev

@@ -20,6 +20,7 @@ from bench.baselines import bare_app
 from bench.flame import read_stacks, shares
 from bench.load import remote_warning
 from bench.logs import generate
+from bench.loop import Case, Tally, table, verdict
 from bench.report import defaults_text, plot_gaps_and_rss, plots_skipped
 from bench.revision import BEFORE, REPO, Unavailable, export
 from streamer.encoders import reference_encode
@@ -172,3 +173,23 @@ def test_profile_shares_count_a_function_once_per_sample(tmp_path: Path) -> None
     assert total == 4
     assert inclusive["handle (b.py)"] == 4 and inclusive["send (c.py)"] == 3
     assert on_top == {"send (c.py)": 3, "handle (b.py)": 1}
+
+
+def test_the_loop_benchmark_fails_a_case_on_any_other_answer_or_too_much_memory() -> None:
+    tally = Tally()
+    tally.add(200, b"{}", None, "first", 0.2)
+    tally.add(503, b'{"code": "overloaded"}', "1", "first", 0.001)
+    case = Case("scans", tally, [0.001] * 100, [0.01] * 10, 100.0, 60.0, 20.0)
+    figures = verdict(case, idle_mib=50)
+    assert figures["answers"] == {"200": 1, "503 overloaded": 1}
+    assert all(figures["pass"].values())
+    tally.add(503, b'{"code": "overloaded"}', None, "first", 0.001)  # no Retry-After
+    tally.add(0, b"", None, "later", 1.0)  # the connection failed
+    slow = Case("scans", tally, [0.001] * 98 + [0.06] * 2, [0.01], 400.0, 60.0, 20.0)
+    assert verdict(slow, idle_mib=50)["pass"] == {
+        "healthz": False,
+        "other": True,
+        "rss": False,
+        "answers": False,
+    }
+    assert "FAIL" in table([verdict(slow, idle_mib=50)])

@@ -22,6 +22,7 @@ from .errors import StreamerError
 from .follow import Watches
 from .handlers.download import download
 from .handlers.logs import get_logs
+from .logs.source import LogSources
 from .observe import Observe, annotate
 from .ops import StreamSlots
 from .plan import request_id, target
@@ -43,6 +44,8 @@ class Streamer:
         self.watches = Watches(settings.follow_poll_s)  # the followed logs (streamer.follow)
         self.turns = Turns()
         self.cursors = CursorCodec(cursor_keys(settings.cursor_keys, settings.jwt_secret))
+        # Get Logs: the scan slots and the local copies of gzip logs, for the process's life.
+        self.logs = LogSources(settings.scan_slots, settings.scan_disk_bytes, self.budget)
 
     @property
     def store(self) -> Store:
@@ -81,6 +84,7 @@ class Streamer:
                 freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.logs.close()
                 if self._catalog is not None:
                     await self._catalog.aclose()
                 if self._store is not None:

@@ -181,7 +181,9 @@ def demo_secret(path: Path) -> str:
     """The demo's secret, kept in `path`; made anew when missing or too short for HS512."""
     secret = path.read_text().strip() if path.exists() else ""
     if len(secret.encode()) < MIN_SECRET_BYTES["HS512"]:
-        secret = secrets.token_urlsafe(48)  # 64 characters
+        # 64 characters; hex, so that it never starts with "-" and reads as a flag when
+        # pasted after `--secret`.
+        secret = secrets.token_hex(32)
         path.write_text(secret)
         path.chmod(0o600)
     return secret

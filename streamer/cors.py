@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from . import routes
 from .asgi import Message, Receive, Scope, Send
 from .auth import Authenticator
 from .catalog import Catalog
 from .config import Settings
 from .follow import Watches
-from .observe import Service
-from .plan import request_id
+from .observe import Service, annotate
+from .plan import request_id, target
 from .storage import Store
 
 METHODS = b"GET, HEAD"
@@ -123,6 +124,9 @@ def allowed_headers(requested: str | None) -> bytes:
 
 async def _preflight(scope: Scope, origin: str, send: Send) -> None:
     rid = request_id(_header(scope, b"x-request-id"))
+    found = routes.match(target(scope))  # the route the metrics and access log name
+    if found is not None:
+        annotate(scope, route=found[2], endpoint=found[0].name)
     headers = allow([(b"x-request-id", rid.encode())], origin, b"")
     headers += [
         (b"access-control-allow-methods", METHODS),

@@ -7,7 +7,7 @@ The rules this module keeps:
   pump first sends an empty body, which returns once the transport has drained, and only
   then takes the next chunk: a slow client's stream holds the chunk being written and what
   was read ahead of it. A reader that waits on the network is read one chunk ahead by a
-  producer task (plus `buffer_chunks - 4` queued in a bounded anyio memory object
+  producer task (plus `Stream.buffer_chunks - 4` queued in a bounded anyio memory object
   stream); a local file or memory, read inline, and the parallel reader, which keeps its
   own next read ready, are read in turn with the sends (`ahead=False`). Counted in
   chunks: two in hand (one in turn), a third while the transport still holds the last
@@ -84,21 +84,9 @@ def read_size(chunk_size: int, buffer_chunks: int) -> int:
     return max(1, chunk_size * buffer_chunks // 3)
 
 
-async def pump(
-    reader: ObjectReader,
-    start: Message,
-    send: Send,
-    receive: Receive,
-    *,
-    chunk_size: int,
-    buffer_chunks: int,
-    transform: Transform | None = None,
-    length: int | None = None,
-    turns: Turns | None = None,
-    ahead: bool = True,
-    inline: bool = False,
-) -> Transfer:
-    """Send `start`, then the reader's bytes (through `transform`), then the end.
+@dataclass(frozen=True)
+class Stream:
+    """How one body is streamed, settled before its first byte.
 
     `length` is the exact number of bytes to send (Content-Length or a range); the read
     stops there, and a source that ends sooner aborts the transfer. Each read and each
@@ -106,49 +94,77 @@ async def pump(
     sends in a producer task (for a reader whose reads wait on the network). `inline`: the
     reader's reads and close never wait (a local file, memory), so its close needs no shield.
     """
-    chunk_size = read_size(chunk_size, buffer_chunks)
-    if length is not None and length <= chunk_size:
-        return await _send_whole(reader, start, send, transform, length, inline)
+
+    chunk_size: int
+    buffer_chunks: int
+    transform: Transform | None = None
+    length: int | None = None
+    turns: Turns | None = None
+    ahead: bool = True
+    inline: bool = False
+
+
+async def pump(
+    reader: ObjectReader, start: Message, send: Send, receive: Receive, stream: Stream
+) -> Transfer:
+    """Send `start`, then the reader's bytes (through the stream's transform), then the end."""
+    chunk_size = read_size(stream.chunk_size, stream.buffer_chunks)
+    if stream.length is not None and stream.length <= chunk_size:
+        return await _send_whole(
+            reader, start, send, stream.transform, stream.length, stream.inline
+        )
     transfer = Transfer()
-    source = _Chunks(reader, chunk_size, transform, length, transfer, turns)
-    started = False
+    source = _Chunks(reader, chunk_size, stream, transfer)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope, transfer)
             with ExitStack() as stack:
                 chunks: AsyncIterator[bytes] = source
-                if ahead:
+                if stream.ahead:
                     queue, pending = anyio.create_memory_object_stream[bytes](
-                        max_buffer_size=max(0, buffer_chunks - 4)
+                        max_buffer_size=max(0, stream.buffer_chunks - 4)
                     )
                     chunks = stack.enter_context(pending)
                     tasks.start_soon(_produce, source, queue)
-                async for chunk in chunks:
-                    if not started:
-                        await send(start)
-                        started = True
-                        transfer.first_byte_at = time.perf_counter()
-                    if turns is not None:
-                        await turns.wait()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    transfer.bytes_sent += len(chunk)
-                    # Returns once the transport has drained: the next chunk waits unread.
-                    await send({"type": "http.response.body", "body": b"", "more_body": True})
+                await _send_chunks(chunks, start, send, stream.turns, transfer)
             if transfer.error is None:
-                if not started:
-                    await send(start)
-                    transfer.first_byte_at = time.perf_counter()
+                if transfer.first_byte_at is None:
+                    await _send_start(start, send, transfer)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             tasks.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await source.aclose()
     if transfer.error is not None and transfer.outcome != "client_disconnect":
-        if not started:
+        if transfer.first_byte_at is None:
             raise transfer.error
         transfer.outcome = "upstream_abort"
         raise StreamAborted("the store failed after the response had started") from (transfer.error)
     return transfer
+
+
+async def _send_chunks(
+    chunks: AsyncIterator[bytes],
+    start: Message,
+    send: Send,
+    turns: Turns | None,
+    transfer: Transfer,
+) -> None:
+    """Each chunk, the start before the first; `transfer.first_byte_at` says it was sent."""
+    async for chunk in chunks:
+        if transfer.first_byte_at is None:
+            await _send_start(start, send, transfer)
+        if turns is not None:
+            await turns.wait()
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        transfer.bytes_sent += len(chunk)
+        # Returns once the transport has drained: the next chunk waits unread.
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+
+
+async def _send_start(start: Message, send: Send, transfer: Transfer) -> None:
+    await send(start)
+    transfer.first_byte_at = time.perf_counter()
 
 
 async def _send_whole(
@@ -179,8 +195,7 @@ async def _send_whole(
     body = parts[0] if len(parts) == 1 else b"".join(parts)
     if transform is not None:
         body = transform.feed(body) + transform.finish()
-    await send(start)
-    transfer.first_byte_at = time.perf_counter()
+    await _send_start(start, send, transfer)
     await send({"type": "http.response.body", "body": body, "more_body": False})
     transfer.bytes_sent = len(body)
     return transfer
@@ -191,16 +206,10 @@ class _Chunks:
     iteration and is kept in `transfer.error`; the reader is closed at the end."""
 
     def __init__(
-        self,
-        reader: ObjectReader,
-        chunk_size: int,
-        transform: Transform | None,
-        length: int | None,
-        transfer: Transfer,
-        turns: Turns | None,
+        self, reader: ObjectReader, chunk_size: int, stream: Stream, transfer: Transfer
     ) -> None:
-        self._reader, self._chunk_size, self._transform = reader, chunk_size, transform
-        self._remaining, self._transfer, self._turns = length, transfer, turns
+        self._reader, self._chunk_size, self._transform = reader, chunk_size, stream.transform
+        self._remaining, self._transfer, self._turns = stream.length, transfer, stream.turns
         self._done = self._closed = False
 
     def __aiter__(self) -> _Chunks:

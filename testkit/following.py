@@ -22,7 +22,7 @@ from streamer.encoders import reference_encode
 from streamer.follow import Watches
 from streamer.follow.watch import Watch
 from testkit.dataset import ORG, put
-from testkit.emulators import BUCKET
+from testkit.emulators import BUCKET, ENDPOINTS
 from testkit.servers import SECRET, Running
 
 DOWNLOAD = "/api/v1/models/{}/training-metrics/logs/download"
@@ -69,7 +69,7 @@ class Writer:
         self.log = log
 
 
-STORES = ["local", "s3", "gs"]
+STORES = ["local", "memory", "s3", "gs", "az"]
 
 
 def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -77,7 +77,9 @@ def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     kind: str = request.param
     if kind == "local":
         return str(tmp_path)
-    request.getfixturevalue("s3_endpoint" if kind == "s3" else "gcs_endpoint")
+    if kind == "memory":
+        return f"memory://follow-{uuid.uuid4().hex[:8]}"
+    request.getfixturevalue(ENDPOINTS[kind])
     return f"{kind}://{BUCKET}/follow-{uuid.uuid4().hex[:8]}"
 
 

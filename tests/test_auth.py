@@ -555,7 +555,7 @@ async def test_permissions_scope_and_organization_claims() -> None:
     ],
 )
 def test_authorize_allows(principal: Principal) -> None:
-    authorize(principal)
+    assert authorize(principal) == ORG
 
 
 @pytest.mark.parametrize(
@@ -576,9 +576,8 @@ def test_authorize_forbids(principal: Principal) -> None:
 @pytest.mark.anyio
 async def test_authorize_from_tokens() -> None:
     auth = hmac_auth()
-    authorize(
-        await authenticate(auth, hs256(claims(permissions=None, scope="organization:viewer")))
-    )
+    viewer = hs256(claims(permissions=None, scope="organization:viewer"))
+    assert authorize(await authenticate(auth, viewer)) == ORG
     cases: list[dict[str, Any]] = [{"org_id": None}, {"org_id": 42}, {"permissions": ["x"]}]
     for changes in cases:
         with pytest.raises(errors.Forbidden):
@@ -990,6 +989,7 @@ def test_attacks_over_a_real_socket_never_reach_the_store(tmp_path: Path) -> Non
 def check_attacks(server: Iterator[Running], spy: SpyBackend, attacks: dict[str, str]) -> None:
     for running in server:
         download = running.url + "/api/v1/models/mdl-alpha/training-metrics/logs/download"
+        spy.calls.clear()  # start-up's own check that the store answers
         with httpx.Client(timeout=30) as client:
             for name, token in attacks.items():
                 response = client.get(download, headers={"Authorization": f"Bearer {token}"})

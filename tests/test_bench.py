@@ -192,7 +192,7 @@ def test_load_mode_counts_revalidations(server: Running, token: str) -> None:
         "--concurrency",
         "2",
         "--duration",
-        "0.5",
+        "2",
         "--json",
         "--header",
         f"If-None-Match: {etag}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,10 +22,18 @@ from streamer.budget import (
     resident_bytes,
     stream_bytes,
 )
+from streamer.catalog import LogObject, Run
 from streamer.config import Settings
+from streamer.cursors import Walk
 from streamer.errors import Overloaded
+from streamer.logs.inflated import INFLATE_BYTES
+from streamer.logs.plan import PagePlan
+from streamer.logs.source import page_bytes
 from streamer.ops import StreamSlots
+from streamer.storage import ObjectInfo
+from testkit.fakes import SpyBackend
 from testkit.servers import SECRET, Running, TokenFactory, run_cli, serve_in_thread
+from testkit.wire import assert_problem
 
 MiB = 1024 * 1024
 PATH = "/api/v1/models/mdl-alpha/training-metrics/logs/download"
@@ -194,3 +203,66 @@ def test_serve_refuses_a_limit_below_the_idle_process(local_store: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("streamer: STREAMER_MEMORY_LIMIT: 40 MiB is below the")
+
+
+def log_object(key: str, size: int | None, gzip: bool = False) -> LogObject:
+    run = Run("run-1", "completed", None, None, None)
+    return LogObject("mdl-x", run, key, gzip, ObjectInfo(size, "v1", datetime.now(UTC)))
+
+
+def test_a_get_logs_page_reserves_its_reads_its_scan_and_its_inflation() -> None:
+    def page(limit: int, filtered: bool = False) -> PagePlan:
+        return PagePlan(
+            Walk("mdl-x", "run-1", "backward", levels=("X",) if filtered else None), limit
+        )
+
+    big, small = log_object("a.log", 1 << 40), log_object("b.log", 1000)
+    gz = log_object("c.log.gz", 1000, gzip=True)
+    # A plain page's reads grow with `limit`, and stay bounded whatever the log's size.
+    assert page_bytes(page(1), big) < page_bytes(page(1000), big) <= 32 * MiB
+    # A scan holds blocks beside the page's lines; inflating holds zlib's buffers too.
+    for asked in (page(1), page(1000)):
+        assert page_bytes(asked, big) + 8 * MiB <= page_bytes(
+            replace(asked, walk=page(1, True).walk), big
+        )
+        assert page_bytes(asked, gz) == page_bytes(asked, big) + INFLATE_BYTES
+    # A small plain log: no page holds more than a few copies of it.
+    assert page_bytes(page(1000, True), small) <= 20 * 1000
+
+
+@pytest.fixture
+def limited_spy(base_settings: Settings, local_store: str) -> Iterator[tuple[Running, SpyBackend]]:
+    """A limited server whose store records every log it opens."""
+    spy = SpyBackend(local_store)
+    limit = resident_bytes() + MARGIN + 256 * MiB
+    servers = serve_in_thread(replace(base_settings, memory_limit=limit), store=spy.store)
+    yield next(servers), spy
+    servers.close()
+
+
+def test_get_logs_pages_beyond_the_budget_are_503_before_reading(
+    limited_spy: tuple[Running, SpyBackend], local_store: str, make_token: TokenFactory
+) -> None:
+    running, spy = limited_spy
+    budget, copies = running.app.budget, running.app.logs.copies
+    url = running.url + "/api/v1/models/mdl-alpha/training-metrics/logs"
+    headers = {"Authorization": f"Bearer {make_token()}"}
+    key = "models/mdl-alpha/runs/run-a1/training.log"
+    plain = page_bytes(
+        PagePlan(Walk("mdl-alpha", "run-a1", "backward"), 100),
+        log_object(key, Path(local_store, key).stat().st_size),
+    )
+    pages = [{"run_id": "run-a1", "level": "ERROR"}, {"run_id": "run-gz", "limit": "10"}]
+    with budget.reserve((budget.free or 0) - plain):  # room for a plain page of run-a1 alone
+        for params in pages:
+            refused = httpx.get(url, params=params, headers=headers)
+            assert_problem(refused, 503, "overloaded")
+            assert refused.headers["retry-after"] == "1"
+        assert [key for key, _, _ in spy.opens if "/training.log" in key] == []  # nothing read
+        assert copies.inflations == 0
+        served = httpx.get(url, params={"run_id": "run-a1"}, headers=headers)
+        assert served.status_code == 200 and served.json()["data"]
+    for params in pages:
+        assert httpx.get(url, params=params, headers=headers).status_code == 200
+    assert copies.inflations == 1
+    assert budget.used == 0  # every page gave its bytes back

@@ -117,10 +117,22 @@ def recipes() -> list[tuple[Path, int, str]]:
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store `make run` seeds in var/demo, with the secret it keeps there."""
     root = tmp_path_factory.mktemp("demo")
     demo.seed(root, big_log_bytes=256 * 1024)
-    server = ServerProcess([], {"STREAMER_STORAGE_URL": str(root), "STREAMER_JWT_SECRET": SECRET})
+    (root / ".jwt-secret").write_text(SECRET)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_store: Path) -> Iterator[ServerProcess]:
+    env = {
+        "STREAMER_STORAGE_URL": str(demo_store),
+        "STREAMER_JWT_SECRET": SECRET,
+        "STREAMER_CORS_ORIGINS": "https://panel.example,http://localhost:3000",  # browsers.md's
+    }
+    server = ServerProcess([], env)
     try:
         yield server
     finally:
@@ -133,12 +145,13 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     ids=[f"{doc.relative_to(ROOT)}:{line}" for doc, line, _ in recipes()],
 )
 def test_recipe_runs_as_pasted(
-    doc: Path, line: int, script: str, demo_server: ServerProcess, tmp_path: Path
+    doc: Path, line: int, script: str, demo_store: Path, demo_server: ServerProcess, tmp_path: Path
 ) -> None:
-    # The folder `make run` leaves: the venv's commands and the demo's secret.
+    # The folder `make run` leaves: the venv's commands and the store it serves, secret
+    # included. Recipes share that store: one that changes it works on a run of its own.
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    (tmp_path / "var" / "demo").mkdir(parents=True)
-    (tmp_path / "var" / "demo" / ".jwt-secret").write_text(SECRET)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "demo").symlink_to(demo_store)
     token = subprocess.run(
         [sys.executable, "-m", "streamer", "token", "--sub", "alice", "--org", demo.ORG],
         env={**os.environ, "STREAMER_JWT_SECRET": SECRET},

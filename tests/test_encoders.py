@@ -17,6 +17,8 @@ from streamer.encoders import (
     NATIVE,
     Fields,
     LineEncoder,
+    NativeLineEncoder,
+    PythonLineEncoder,
     Style,
     parse_line,
     reference_encode,
@@ -26,7 +28,11 @@ from testkit.strategies import any_log, log_line
 STYLES: list[Style] = ["json", "ndjson"]
 # Every property holds for both implementations: the native one (streamer._speedups) and
 # the pure-Python one it falls back to.
-IMPLEMENTATIONS = [pytest.param(True, id="native"), pytest.param(False, id="python")]
+IMPLEMENTATIONS = [
+    pytest.param(NativeLineEncoder, id="native"),
+    pytest.param(PythonLineEncoder, id="python"),
+]
+Implementation = type[PythonLineEncoder]
 
 
 def spec_lines(data: bytes) -> list[bytes]:
@@ -42,9 +48,12 @@ def expected(data: bytes) -> list[dict[str, object]]:
 
 
 def encode(
-    chunks: list[bytes], style: Style = "json", max_line: int = 1 << 20, native: bool = NATIVE
+    chunks: list[bytes],
+    style: Style = "json",
+    max_line: int = 1 << 20,
+    implementation: Implementation = LineEncoder,
 ) -> bytes:
-    encoder = LineEncoder(style, max_line=max_line, native=native)
+    encoder = implementation(style, max_line=max_line)
     return b"".join([encoder.feed(chunk) for chunk in chunks]) + encoder.finish()
 
 
@@ -68,15 +77,15 @@ def decode(output: bytes, style: Style) -> list[object]:
 @given(data=any_log, cuts=st.lists(st.integers(min_value=0), max_size=12))
 @example(data=b"abc\r", cuts=[3])
 @example(data=b"\xe2\x82\xac\r\n", cuts=[1, 2, 4])
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
 def test_any_split_gives_the_spec_output(
-    style: Style, native: bool, data: bytes, cuts: list[int]
+    style: Style, implementation: Implementation, data: bytes, cuts: list[int]
 ) -> None:
-    whole = encode([data], style, native=native)
+    whole = encode([data], style, implementation=implementation)
     assert decode(whole, style) == expected(data)
     assert whole == reference_encode(data, style)
-    assert encode(split_at(data, cuts), style, native=native) == whole
+    assert encode(split_at(data, cuts), style, implementation=implementation) == whole
 
 
 @given(
@@ -84,23 +93,23 @@ def test_any_split_gives_the_spec_output(
     cuts=st.lists(st.integers(min_value=0), max_size=12),
     max_line=st.integers(min_value=0, max_value=40),
 )
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
 def test_long_lines_streamed_in_pieces_give_the_same_output(
-    style: Style, native: bool, data: bytes, cuts: list[int], max_line: int
+    style: Style, implementation: Implementation, data: bytes, cuts: list[int], max_line: int
 ) -> None:
     chunks = split_at(data, cuts)
-    assert encode(chunks, style, max_line, native) == reference_encode(data, style)
+    assert encode(chunks, style, max_line, implementation) == reference_encode(data, style)
 
 
 @given(data=any_log)
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_one_byte_at_a_time(style: Style, native: bool, data: bytes) -> None:
+def test_one_byte_at_a_time(style: Style, implementation: Implementation, data: bytes) -> None:
     one_by_one = [data[i : i + 1] for i in range(len(data))]
-    whole = encode([data], style, native=native)
-    assert encode(one_by_one, style, native=native) == whole
-    assert encode(one_by_one, style, max_line=3, native=native) == whole
+    whole = encode([data], style, implementation=implementation)
+    assert encode(one_by_one, style, implementation=implementation) == whole
+    assert encode(one_by_one, style, max_line=3, implementation=implementation) == whole
 
 
 @given(line=log_line())
@@ -205,11 +214,13 @@ def test_other_shapes_keep_the_whole_line(line: str) -> None:
         (b"bad \xff \xe2\x82 end\n", ["bad \ufffd \ufffd end"]),
     ],
 )
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_line_endings(style: Style, native: bool, data: bytes, messages: list[str]) -> None:
+def test_line_endings(
+    style: Style, implementation: Implementation, data: bytes, messages: list[str]
+) -> None:
     for chunks in ([data], [data[i : i + 1] for i in range(len(data))], [data[:-1], data[-1:]]):
-        got = decode(encode(chunks, style, native=native), style)
+        got = decode(encode(chunks, style, implementation=implementation), style)
         assert [obj["message"] for obj in got if isinstance(obj, dict)] == messages
         assert [obj["line"] for obj in got if isinstance(obj, dict)] == list(
             range(1, len(messages) + 1)
@@ -283,17 +294,21 @@ def test_a_long_line_is_sent_in_pieces(head: bytes) -> None:
         b"12:34-56+78" * 500 + b"\n",
     ],
 )
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
-def test_a_long_line_whose_shape_is_still_open_is_held(data: bytes, native: bool) -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_a_long_line_whose_shape_is_still_open_is_held(
+    data: bytes, implementation: Implementation
+) -> None:
     for size in (1, 7):
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
         for max_line in (0, 10):
-            assert encode(chunks, max_line=max_line, native=native) == reference_encode(data)
+            assert encode(
+                chunks, max_line=max_line, implementation=implementation
+            ) == reference_encode(data)
 
 
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("style", STYLES)
-def test_large_logs_in_large_chunks(style: Style, native: bool) -> None:
+def test_large_logs_in_large_chunks(style: Style, implementation: Implementation) -> None:
     rng = random.Random(7)
     pieces = [
         b"2026-03-13T10:00:00.123Z [INFO] step ",
@@ -311,17 +326,17 @@ def test_large_logs_in_large_chunks(style: Style, native: bool) -> None:
     want = reference_encode(data, style)
     for size in (1 << 20, 100_003, 65_536):
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
-        assert encode(chunks, style, native=native) == want
+        assert encode(chunks, style, implementation=implementation) == want
 
 
 @given(data=any_log, cuts=st.lists(st.integers(min_value=0), max_size=6))
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("fields", list(FIELD_NAMES))
 @pytest.mark.parametrize("style", STYLES)
 def test_field_names_rename_the_three_fields(
-    style: Style, fields: Fields, native: bool, data: bytes, cuts: list[int]
+    style: Style, fields: Fields, implementation: Implementation, data: bytes, cuts: list[int]
 ) -> None:
-    encoder = LineEncoder(style, fields, max_line=64, native=native)
+    encoder = implementation(style, fields, max_line=64)
     out = b"".join(encoder.feed(chunk) for chunk in split_at(data, cuts)) + encoder.finish()
     assert out == reference_encode(data, style, fields)
     renamed = [
@@ -356,6 +371,7 @@ def test_field_names_of_each_platform() -> None:
 def test_the_native_encoder_is_built() -> None:
     """gcc and Python's headers are on every machine here: the fast path must be there."""
     assert NATIVE
+    assert LineEncoder is NativeLineEncoder
 
 
 @pytest.mark.parametrize(
@@ -378,7 +394,9 @@ def test_the_native_encoder_is_built() -> None:
         b"\x80\xbf",
     ],
 )
-@pytest.mark.parametrize("native", IMPLEMENTATIONS)
-def test_utf8_edge_cases_are_replaced_as_python_does(bad: bytes, native: bool) -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_utf8_edge_cases_are_replaced_as_python_does(
+    bad: bytes, implementation: Implementation
+) -> None:
     for data in (b"a" + bad + b"b\n", bad, b"12345678" + bad, b"2026-03-13T10:00:00Z [I] " + bad):
-        assert encode([data], native=native) == reference_encode(data)
+        assert encode([data], implementation=implementation) == reference_encode(data)

@@ -1,9 +1,13 @@
-"""Who may import whom among streamer/, testkit/, tests/ and bench/.
+"""Who may import whom among streamer/, testkit/, tests/ and bench/, and how big its parts are.
 
 streamer imports none of the others; testkit (the parts the tests and the benchmark share)
 imports neither tests nor bench; bench imports nothing from tests; a test module imports
 no other test module, no conftest and nothing from bench (it runs the benchmark as a child
 process). Imports inside functions count too.
+
+No module of streamer/ is over `MAX_MODULE_LINES` lines and no function (method, nested
+function) over `MAX_FUNCTION_LINES`, but those on `OVERSIZED`, each with its reason; an
+entry that has come within the limit must leave the list.
 """
 
 from __future__ import annotations
@@ -76,3 +80,76 @@ def test_relative_and_nested_imports_are_seen(tmp_path: Path) -> None:
     )
     names = imported(module, tmp_path)
     assert {"tests.test_auth", "tests.test_http", "bench.servers", "bench.report"} <= names
+
+
+MAX_MODULE_LINES = 350
+MAX_FUNCTION_LINES = 60
+# "path" for a module, "path:qualified.name" for a function; each with why it still is.
+OVERSIZED = {
+    # Being reworked for per-request speed at the time of writing; to split after.
+    "streamer/plan.py:plan_response": "the download's one decision, mid-rework",
+}
+
+
+def sizes(folder: Path, root: Path = ROOT) -> dict[str, int]:
+    """Lines of every module under `folder`, and of every function in them (as
+    ``path:Class.method`` or ``path:outer.inner``)."""
+    found: dict[str, int] = {}
+    for path in sorted(folder.rglob("*.py")):
+        name = str(path.relative_to(root))
+        text = path.read_text()
+        found[name] = len(text.splitlines())
+        for qualified, node in functions(ast.parse(text, name)):
+            assert node.end_lineno is not None
+            found[f"{name}:{qualified}"] = node.end_lineno - node.lineno + 1
+    return found
+
+
+def functions(
+    tree: ast.AST, prefix: str = ""
+) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            qualified = prefix + node.name
+            if not isinstance(node, ast.ClassDef):
+                found.append((qualified, node))
+            found.extend(functions(node, qualified + "."))
+        else:
+            found.extend(functions(node, prefix))
+    return found
+
+
+def oversized(found: dict[str, int]) -> dict[str, int]:
+    return {
+        name: lines
+        for name, lines in found.items()
+        if lines > (MAX_FUNCTION_LINES if ":" in name else MAX_MODULE_LINES)
+    }
+
+
+def test_no_module_or_function_of_streamer_is_over_its_limit() -> None:
+    over = oversized(sizes(ROOT / "streamer"))
+    assert {name: lines for name, lines in over.items() if name not in OVERSIZED} == {}
+    # An entry that fits now leaves the list, so the list only shrinks.
+    assert sorted(set(OVERSIZED) - set(over)) == []
+
+
+def test_sizes_see_methods_nested_and_async_functions(tmp_path: Path) -> None:
+    # The check above is only as good as this: every kind of function is measured.
+    body = "".join(f"        x{i} = {i}\n" for i in range(60))
+    module = tmp_path / "streamer" / "m.py"
+    module.parent.mkdir()
+    module.write_text(
+        "class C:\n    async def long(self):\n"
+        + body
+        + "def outer():\n    def inner():\n"
+        + body
+        + "    return inner\n"
+        + "def short():\n    pass\n"
+    )
+    found = sizes(module.parent, tmp_path)
+    over = {"streamer/m.py:C.long": 61, "streamer/m.py:outer": 63, "streamer/m.py:outer.inner": 61}
+    assert oversized(found) == over
+    assert (found["streamer/m.py"], found["streamer/m.py:short"]) == (127, 2)
+    assert oversized({"streamer/m.py": MAX_MODULE_LINES + 1}) != {}

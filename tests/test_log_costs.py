@@ -20,7 +20,6 @@ import pytest
 from streamer.catalog import LogObject, Run
 from streamer.config import Settings
 from streamer.errors import Overloaded
-from streamer.handlers.logs import log_sources
 from streamer.logs import inflated, scan
 from streamer.logs.inflated import InflatedLogs
 from streamer.storage import ObjectInfo, Store
@@ -151,11 +150,33 @@ def test_healthz_answers_while_a_filtered_page_scans(
     assert [item["message"] for item in response.json()["data"]] == ["the first"]
 
 
+@pytest.mark.anyio
+async def test_one_block_is_parsed_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing holds the GIL: two pages' blocks take turns, not two threads."""
+    gate = Gate(monkeypatch, at_call=0, module=scan, name="parse_block")
+    block = SMALL * 200  # large enough for a worker thread
+    parsed: list[int] = []
+
+    async def parse(base: int) -> None:
+        parsed.append(len(await scan.parse_lines(block, base)))
+
+    with anyio.fail_after(HANG_GUARD_S):
+        async with anyio.create_task_group() as group:
+            for base in (0, 1):
+                group.start_soon(parse, base)
+            await anyio.to_thread.run_sync(gate.wait)  # the first is in its thread
+            await anyio.wait_all_tasks_blocked()
+            assert scan.parsing().statistics().tasks_waiting == 1  # the second waits its turn
+            assert gate.arrived.acquire(blocking=False) is False
+            gate.release.set()
+    assert parsed == [500 * 200] * 2
+
+
 def test_the_pages_of_a_gzip_log_share_one_inflation(
     serve: Callable[[int], Running], token: str
 ) -> None:
     server = serve(4)
-    copies = log_sources(server.app).copies
+    copies = server.app.logs.copies
     first = get(server, token, "mdl-gz-a", limit=200)
     assert first.status_code == 200 and copies.inflations == 1
     cursor = first.json()["next_cursor"]
@@ -187,9 +208,20 @@ def test_pages_beyond_the_scan_slots_are_refused_before_reading(
         assert get(server, token, "mdl-plain", limit=5).status_code == 200
         gate.release.set()
         assert all(page.result(HANG_GUARD_S).status_code == 200 for page in held)
-    copies = log_sources(server.app).copies
+    copies = server.app.logs.copies
     assert copies.inflations == 2  # the refused gzip page read nothing
     assert get(server, token, "mdl-plain", level="ERROR").status_code == 200
+
+
+def test_the_copies_are_removed_at_shutdown(costs_root: str, token: str) -> None:
+    settings = Settings(storage_url=costs_root, jwt_secret=SECRET, catalog_ttl_s=0)
+    servers = serve_in_thread(settings)
+    server = next(servers)
+    folder = server.app.logs.copies.folder
+    assert get(server, token, "mdl-gz-a", limit=1).status_code == 200
+    assert files(folder) == 1
+    servers.close()  # the lifespan's shutdown runs before the server's thread ends
+    assert not os.path.exists(folder)
 
 
 def gz_log(store_root: str, name: str, data: bytes) -> LogObject:

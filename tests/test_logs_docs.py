@@ -43,5 +43,5 @@ def test_the_docs_recipes_run_as_pasted(
     assert len(last) == 200 and len({line.split("\t")[0] for line in last}) == 200
     assert 0 < len(scrolled) <= 150
     assert all(line.split(" ")[1] in ("WARN", "ERROR") for line in scrolled)
-    assert all(line.split(" ")[0] >= "2026-03-13T10:30:00Z" for line in scrolled)
+    assert all(line.split(" ")[0] >= "2026-03-13T10:10:00Z" for line in scrolled)
     assert len(live) == 10

@@ -8,7 +8,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from streamer.pump import Message, pump
+from streamer.pump import Message, Stream, pump
 from streamer.storage import ParallelReader, ReadAhead
 from testkit.faulty import Faulty
 from testkit.parts import KiB, MiB, Source, pattern
@@ -143,9 +143,8 @@ async def test_a_slow_client_of_parallel_reads_costs_at_most_its_bound() -> None
                 start,
                 cycle.send,  # type: ignore[arg-type]
                 Client().receive,
-                chunk_size=chunk_size,
-                buffer_chunks=buffer_chunks,
-                ahead=False,  # as the download handler reads a ParallelReader
+                # ahead=False: as the download handler reads a ParallelReader.
+                Stream(chunk_size=chunk_size, buffer_chunks=buffer_chunks, ahead=False),
             )
         done.set()
 

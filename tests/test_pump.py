@@ -8,7 +8,15 @@ import anyio
 import pytest
 
 from streamer.encoders import LineEncoder
-from streamer.pump import Message, StreamAborted, Transfer, TruncatedSource, pump, read_size
+from streamer.pump import (
+    Message,
+    Stream,
+    StreamAborted,
+    Transfer,
+    TruncatedSource,
+    pump,
+    read_size,
+)
 from testkit.pumping import Client, Counted, CountedSource, Source, Transport, uvicorn_cycle
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +28,7 @@ async def run(source: Source, client: Client, **options: Any) -> Transfer:
     """pump() with small chunks and a hang guard."""
     options = {"chunk_size": 1024, "buffer_chunks": 2, **options}
     with anyio.fail_after(5):
-        return await pump(source, START, client.send, client.receive, **options)
+        return await pump(source, START, client.send, client.receive, Stream(**options))
 
 
 async def test_sends_everything_then_a_clean_end() -> None:
@@ -163,9 +171,7 @@ async def test_a_slow_client_costs_the_server_at_most_its_bound_in_chunks(
             start,
             cycle.send,  # type: ignore[arg-type]
             Client().receive,
-            chunk_size=chunk_size,
-            buffer_chunks=buffer_chunks,
-            ahead=ahead,
+            Stream(chunk_size=chunk_size, buffer_chunks=buffer_chunks, ahead=ahead),
         )
         done.set()
 

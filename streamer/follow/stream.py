@@ -6,10 +6,12 @@ The rules this module keeps:
   follow (`STREAMER_FOLLOW_MAX_S`, a store failure, a log that shrank, vanished or was
   replaced by one that does not extend what was sent) raises `FollowCut`, and the server
   drops the connection without it. A client that leaves just stops the follow.
-- Appended bytes only. Each new span is read once, pinned to one version of the object,
-  with up to `TAIL` bytes already sent in front of it: those must equal what was sent, so
-  an S3 or GCS object replaced by one that does not extend it, or a local file replaced,
-  cuts the follow instead of sending another log's bytes.
+- What was sent stays a prefix. Whenever the log's version (`ObjectInfo.etag`) changes,
+  with or without growth, and once more before a clean end, the first and the last up to
+  `TAIL` bytes sent are read again from that version (pinned reads, the new span behind
+  the last ones) and must equal what was sent; else the follow ends `replaced`, and a log
+  deleted ends `gone`. Bytes between them are not read again: a change there that keeps
+  both ends, the size and a longer log's prefix passes (docs/follow.md says so).
 - Exact resume. `offset` (txt) is the byte of the stored log where the body starts, so the
   bytes a client received add up to the offset to resume from; `from_line` (json, ndjson)
   is the number of the first line sent, each object carrying its `line`. A line still
@@ -35,8 +37,8 @@ from ..handlers.common import Service
 from ..observe import annotate
 from ..plan import MEDIA_TYPES, SECURITY_HEADERS, Query, content_disposition
 from ..pump import StreamAborted, TruncatedSource
-from ..storage import GzipReader, ObjectReader
-from .watch import Poll, Snapshot, Watch, poller, snapshot
+from ..storage import GzipReader, ObjectChanged, ObjectReader
+from .watch import SHARED_SPAN, Poll, Snapshot, Watch, poller, snapshot
 
 TAIL = 4096
 logger = logging.getLogger("streamer")
@@ -123,7 +125,9 @@ class _Follower:
         self.watch, self.poll, self.send = watch, poll, send
         self.chunk = service.settings.chunk_size
         self.origin = self.sent = query.offset  # bytes of the stored log behind us
+        self.head = b""  # the first TAIL of them sent in this response
         self.tail = b""  # the last TAIL of them sent in this response
+        self.version: str | None = None  # the log's etag what was sent was checked against
         self.skip = query.from_line - 1  # lines still to drop before the first sent
         self.encoder: LineEncoder | None = None
         if query.format != "txt":
@@ -157,25 +161,52 @@ class _Follower:
                 return await self._finish()
             if log is None or log.gzip:
                 if self.sent > self.origin:
-                    return "replaced"
-            else:
-                size = log.info.size or 0
-                if size < self.sent:
-                    return "shrank"
-                if size > self.sent:
-                    if not await self._send_span(log.key, size):
-                        return "replaced"
-                    continue
-                if snap.terminal:
-                    return await self._finish()
+                    return "gone" if log is None else "replaced"
+            elif (end := await self._catch_up(snap, log)) is not None:
+                return end
             snap = await self.watch.after(snap.taken_at, self.poll)
             if self.watch.closed:
                 return "shutdown"
 
-    async def _send_span(self, key: str, size: int) -> bool:
-        """Send [sent, size) of the object; False if it does not extend what was sent."""
+    async def _catch_up(self, snap: Snapshot, log: LogObject) -> str | None:
+        """Send what the log gained, once it proved to hold what was sent (checked when it
+        grew, changed version or is about to end cleanly); how the follow ends, if it does."""
+        terminal, size = snap.terminal, log.info.size or 0
+        if size < self.sent:
+            return "shrank"
+        check = self.sent > self.origin and (terminal or log.info.etag != self.version)
+        if size > self.sent or check:
+            try:
+                if not await self._send_span(snap, log.key, size):
+                    return "replaced"
+            except ObjectChanged:
+                return None  # replaced between two pinned reads: check the next version
+            except FileNotFoundError:
+                return "gone"
+            self.version = log.info.etag
+        return await self._finish() if terminal else None
+
+    async def _send_span(self, snap: Snapshot, key: str, size: int) -> bool:
+        """Send [sent, size) of the object; False if it does not extend what was sent: its
+        first and last up to `TAIL` bytes sent, read from the version the span is read
+        from, differ. Small spans (the first bytes sent, the live end) are read once for
+        every follower of the poll (`Watch.read`), all pinned to one version."""
+        pin = self.watch.pin(snap)
+        if self.sent - self.origin > len(self.tail):  # else the tail covers the head
+            start = self.origin
+            head = await self._shared(snap, key, start, start + len(self.head), pin)
+            if head != self.head:
+                return False
         back = len(self.tail)
-        reader = await self.store.open(key, self.sent - back, size)
+        if size - self.sent + back <= SHARED_SPAN:
+            data = await self._shared(snap, key, self.sent - back, size, pin)
+            if data[:back] != self.tail:
+                return False
+            if (short := size - self.sent + back - len(data)) > 0:
+                raise TruncatedSource(f"{short} bytes short of the object's size")
+            await self._pass(data[back:])
+            return True
+        reader = await self.store.open(key, self.sent - back, size, pin)
         try:
             if back and await _exactly(reader, back) != self.tail:
                 return False
@@ -189,6 +220,19 @@ class _Follower:
             with anyio.CancelScope(shield=True):
                 await reader.aclose()
         return True
+
+    async def _shared(
+        self, snap: Snapshot, key: str, start: int, end: int, pin: dict[str, str]
+    ) -> bytes:
+        async def read(key: str, start: int, end: int) -> bytes:
+            reader = await self.store.open(key, start, end, pin)
+            try:
+                return await _exactly(reader, end - start)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await reader.aclose()
+
+        return await self.watch.read(snap, key, start, end, read)
 
     async def _send_gzip(self, log: LogObject) -> None:
         """A terminal run's gzip log, inflated, from the resume point on."""
@@ -207,6 +251,8 @@ class _Follower:
 
     async def _pass(self, raw: bytes) -> None:
         self.sent += len(raw)
+        if len(self.head) < TAIL:
+            self.head += raw[: TAIL - len(self.head)]
         self.tail = (self.tail + raw[-TAIL:])[-TAIL:]
         metrics.FOLLOW_BYTES.inc(len(raw))
         data = self._skip_lines(raw) if self.skip else raw

@@ -6,6 +6,12 @@ watch holds either waits for the poll in progress (an `anyio.Event`, no CPU) or,
 is, polls itself, no sooner than one interval after the previous poll began. So a log's
 metadata is read at most once per interval whatever the number of followers, and a
 follower that leaves mid-poll (cancelled) wakes the others, one of which polls instead.
+
+The bytes a poll found appended are read once too: followers at the live end ask the watch
+for the same small span (`SHARED_SPAN` at most) of the same snapshot, and the first to ask
+reads it while the others wait for it (`Watch.read`). The watch keeps only the last two
+spans (the first bytes a follow checks, the live end), so a followed log holds at most
+2 x `SHARED_SPAN` bytes here whatever the number of followers.
 """
 
 from __future__ import annotations
@@ -39,6 +45,16 @@ class Snapshot:
 
 
 Poll = Callable[[], Awaitable[Snapshot]]
+Read = Callable[[str, int, int], Awaitable[bytes]]
+SHARED_SPAN = 64 * 1024  # a poll interval of a training log's lines, with room to spare
+
+
+@dataclass(frozen=True)
+class _Span:
+    snapshot: Snapshot
+    key: str
+    start: int
+    data: bytes
 
 
 def poller(catalog: Catalog, model_id: str, organization: str, run_id: str) -> Poll:
@@ -94,6 +110,9 @@ class Watch:
         self._polling = False
         self._polled = anyio.Event()
         self._next_poll = anyio.current_time() + interval_s
+        self._reading = anyio.Lock()
+        self._spans: list[_Span] = []  # the last two: the first bytes sent, the live end
+        self._pin: tuple[Snapshot | None, dict[str, str]] = (None, {})
 
     def close(self) -> None:
         self.closed = True
@@ -119,6 +138,36 @@ class Watch:
                 self._polled.set()
                 self._polled = anyio.Event()
         return self.snapshot
+
+    async def read(self, snap: Snapshot, key: str, start: int, end: int, read: Read) -> bytes:
+        """[start, end) of `key` as `snap` found it, read by one follower for all of them:
+        a span of the same snapshot that holds it answers, else `read` does (and its
+        answer is kept when the span is small)."""
+        if end - start > SHARED_SPAN:
+            return await read(key, start, end)
+        if (found := self._kept(snap, key, start, end)) is not None:
+            return found  # the many followers woken by one poll take no lock
+        async with self._reading:
+            if (found := self._kept(snap, key, start, end)) is not None:
+                return found
+            data = await read(key, start, end)
+            self._spans = [*self._spans[-1:], _Span(snap, key, start, data)]
+            return data
+
+    def _kept(self, snap: Snapshot, key: str, start: int, end: int) -> bytes | None:
+        for span in self._spans:
+            if span.snapshot is not snap or span.key != key:
+                continue
+            if span.start <= start and end <= span.start + len(span.data):
+                return span.data[start - span.start : end - span.start]
+        return None
+
+    def pin(self, snap: Snapshot) -> dict[str, str]:
+        """The version every read of `snap`'s log is pinned to (the first read records it),
+        so that the spans the followers check and send come from one version."""
+        if self._pin[0] is not snap:
+            self._pin = (snap, {})
+        return self._pin[1]
 
 
 class Watches:

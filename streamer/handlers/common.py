@@ -12,6 +12,7 @@ from ..catalog import Catalog, LogObject
 from ..config import Settings
 from ..cursors import CursorCodec
 from ..errors import StreamerError
+from ..logs.source import LogSources
 from ..ops import StreamSlots
 from ..pump import StreamAborted
 from ..storage import Store, StoreUnreachable
@@ -40,6 +41,8 @@ class Service(Protocol):
     def cursors(self) -> CursorCodec: ...
     @property
     def watches(self) -> Watches: ...
+    @property
+    def logs(self) -> LogSources: ...
 
 
 async def resolve(

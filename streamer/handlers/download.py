@@ -15,7 +15,7 @@ from ..encoders import LineEncoder
 from ..follow import follow_log
 from ..observe import annotate
 from ..plan import ResponsePlan, negotiation_headers, parse_query, plan_response
-from ..pump import Transform, pump, read_size
+from ..pump import Stream, Transform, pump, read_size
 from ..storage import GzipReader, ObjectReader, Reading
 from .common import Service, resolve, store_failures
 
@@ -35,19 +35,17 @@ async def download(
     # Only an id of the catalog's shape reaches the access log: the path is the client's.
     annotate(scope, model=model_id if valid_model_id(model_id) else None)
     annotate(scope, format=query.format)
-    authorize(principal)
-    # bandit B101 (assert): for mypy only, authorize() has refused None.
-    assert principal.organization is not None  # nosec B101
+    organization = authorize(principal)
     if query.follow:
         # Live follow (streamer.follow): a run still writing its log is sent as it grows.
         followed = await follow_log(
-            service, scope, query, model_id, principal.organization, rid, receive, send
+            service, scope, query, model_id, organization, rid, receive, send
         )
         if followed is None:
             return
         log = followed
     else:
-        log = await resolve(service.catalog, model_id, principal.organization, query.run_id)
+        log = await resolve(service.catalog, model_id, organization, query.run_id)
     annotate(scope, run=log.run.run_id)
     plan = plan_response(
         log,
@@ -126,20 +124,17 @@ async def _pump(
     if plan.decode_gzip:
         # The pump reads in pieces of read_size(); the decompressor holds no more.
         reader = GzipReader(raw, size)
+    stream = Stream(
+        chunk_size=service.settings.chunk_size,
+        buffer_chunks=service.settings.buffer_chunks,
+        transform=Chain(transforms) if transforms else None,
+        length=plan.length,
+        turns=service.turns,
+        ahead=raw.ahead,
+        inline=inline,
+    )
     try:
-        await pump(
-            reader,
-            start,
-            send,
-            receive,
-            chunk_size=service.settings.chunk_size,
-            buffer_chunks=service.settings.buffer_chunks,
-            transform=Chain(transforms) if transforms else None,
-            length=plan.length,
-            turns=service.turns,
-            ahead=raw.ahead,
-            inline=inline,
-        )
+        await pump(reader, start, send, receive, stream)
     finally:
         if inline:  # the pump closed it unless it failed first; a second close does nothing
             await raw.aclose()

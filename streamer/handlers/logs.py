@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
 from ..asgi import Scope, Send
 from ..auth import Principal, authorize
 from ..catalog import LogObject, valid_model_id
@@ -13,21 +11,9 @@ from ..logs.body import not_ready_body, page_body
 from ..logs.plan import TERMINAL, PagePlan, check_version, plan_page
 from ..logs.query import parse_page_query
 from ..logs.seek import Page, read_page
-from ..logs.source import LogSources
 from ..observe import annotate
 from ..plan import SECURITY_HEADERS
 from .common import Service, resolve, store_failures
-
-# One per service (the slots and copies of a process), made on its first page.
-_SOURCES: WeakKeyDictionary[Service, LogSources] = WeakKeyDictionary()
-
-
-def log_sources(service: Service) -> LogSources:
-    sources = _SOURCES.get(service)
-    if sources is None:
-        settings = service.settings
-        sources = _SOURCES[service] = LogSources(settings.scan_slots, settings.scan_disk_bytes)
-    return sources
 
 
 async def get_logs(
@@ -39,12 +25,10 @@ async def get_logs(
     wait_s = parse_wait(query_string)
     plan = plan_page(model_id, query, service.cursors)
     annotate(scope, model=model_id if valid_model_id(model_id) else None)
-    authorize(principal)
-    # bandit B101 (assert): for mypy only, authorize() has refused None.
-    assert principal.organization is not None  # nosec B101
+    organization = authorize(principal)
     run_id = plan.walk.run_id
     try:
-        log = await resolve(service.catalog, model_id, principal.organization, run_id)
+        log = await resolve(service.catalog, model_id, organization, run_id)
     except LogsNotReady:
         # Only a named run can be not ready (the default run is a completed one).
         if run_id is None:
@@ -57,7 +41,7 @@ async def get_logs(
         page = await _read(service, plan, log)
         if wait_s and method == "GET" and holds(plan, page, log):
             # Live follow (streamer.follow.wait): held until lines arrive or wait_s passes.
-            org = principal.organization
+            org = organization
 
             async def read(newer: LogObject) -> Page:
                 return await _read(service, plan, newer)
@@ -76,5 +60,5 @@ async def get_logs(
 
 async def _read(service: Service, plan: PagePlan, log: LogObject) -> Page:
     with store_failures(log.key):
-        async with log_sources(service).open(service.store, log, plan) as file:
+        async with service.logs.open(service.store, log, plan) as file:
             return await read_page(file, plan, log.run.status in TERMINAL)

@@ -4,7 +4,8 @@ The rules this module keeps:
 - One copy per version of an object (key, ETag, size, modified), made once and shared:
   the pages of a gzip log do not inflate it again; pages that ask while it is being
   made wait for it. A store that tells none of these gets a copy per page.
-- The copies live in one temporary folder of this process and, with the copy being made,
+- The copies live in one temporary folder of this process, removed on `close` (the
+  service's shutdown) or when the object goes, and, with the copy being made,
   never exceed `disk_bytes` (by default a tenth of the temp folder's free space): the
   least recently used copies that no page is reading are removed first; when that is not
   enough, the page is refused (503 `overloaded`) and what it wrote is removed.
@@ -28,6 +29,7 @@ from datetime import datetime
 
 import anyio
 
+from ..budget import CODING_STATE
 from ..catalog import LogObject
 from ..errors import Overloaded
 from ..storage import Store
@@ -35,7 +37,9 @@ from ..storage import Store
 SLICE = 4 << 20
 _READ = 1 << 20
 _PIECE = 1 << 20
-
+# What making a copy holds at once: a read of the store and its unconsumed tail, a piece
+# of output, zlib's state.
+INFLATE_BYTES = 2 * _READ + _PIECE + CODING_STATE
 
 _Key = tuple[str, str | None, int | None, datetime | None]
 
@@ -112,13 +116,20 @@ class InflatedLogs:
 
     def __init__(self, disk_bytes: int | None = None) -> None:
         self.folder = tempfile.mkdtemp(prefix="streamer-logs-")
-        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+        self._remove = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         if disk_bytes is None:
             disk_bytes = shutil.disk_usage(self.folder).free // 10
         self.disk_bytes = disk_bytes
         self.used = 0
         self.inflations = 0
         self._copies: OrderedDict[_Key, _Copy] = OrderedDict()
+
+    def close(self) -> None:
+        """Remove the folder and every copy in it (a page still reading one keeps its
+        descriptor until it ends)."""
+        self._copies.clear()
+        self.used = 0
+        self._remove()
 
     @asynccontextmanager
     async def open(self, store: Store, log: LogObject) -> AsyncIterator[CopyFile]:

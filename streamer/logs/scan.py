@@ -4,7 +4,8 @@ The rules this module keeps:
 - A scan reads blocks of 1 MiB, at most `SCAN_BUDGET` bytes of log per page; a page that
   runs out returns what it found and stops where it is.
 - A block whose bytes cannot hold a match (`contains` without `level`) is not parsed.
-- Blocks are parsed in a worker thread, one block per call, and the scan gives the loop
+- Blocks are parsed in a worker thread, one block per call and one call at a time in the
+  process (`parsing`: it holds the GIL), and the scan gives the loop
   a turn between blocks: the event loop goes on serving (`/healthz` first) while a
   filtered page works through megabytes.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar, TypeVarTuple
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from ..cursors import Walk
 from ..lines import Line, parse_block
@@ -25,6 +27,22 @@ MAX_BLOCK = 8 << 20
 SCAN_BLOCK = 1 << 20
 SCAN_BUDGET = 64 << 20
 _THREAD_BLOCK = 64 << 10
+
+# One block parsed at a time per event loop (a process): parsing holds the GIL, so more
+# threads at it would only take turns with the event loop's thread (and each would grow
+# its own malloc arena); scans wait their turn here instead.
+_PARSING: RunVar[anyio.CapacityLimiter] = RunVar("parsing")
+
+
+def parsing() -> anyio.CapacityLimiter:
+    """The limiter that admits parsing into worker threads, one of this event loop's."""
+    try:
+        return _PARSING.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(1)
+        _PARSING.set(limiter)
+        return limiter
+
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -71,7 +89,7 @@ async def _off_loop(function: Callable[[*Args], T], size: int, *args: *Args) -> 
     """`function(*args)` on `size` bytes of log: in a worker thread unless they are few."""
     if size < _THREAD_BLOCK:
         return function(*args)
-    return await anyio.to_thread.run_sync(function, *args)
+    return await anyio.to_thread.run_sync(function, *args, limiter=parsing())
 
 
 def _needle(walk: Walk) -> bytes | None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from .store import Store
 
-_CACHED_BLOCKS = 4
+CACHED_BLOCKS = 4
 
 
 class RangedLog(Protocol):
@@ -75,5 +75,5 @@ class CachedReader:
         data = b"".join(parts)
         self.reads += 1
         self.bytes_read += len(data)
-        self._cache = [(start, data), *self._cache[: _CACHED_BLOCKS - 1]]
+        self._cache = [(start, data), *self._cache[: CACHED_BLOCKS - 1]]
         return data

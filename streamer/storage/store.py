@@ -158,17 +158,21 @@ class Store:
             return await self._call(lambda: self.backend.info(key))
         return await self._call(lambda: self.lookups.run(key, lambda: self.backend.info(key)))
 
-    async def open(self, key: str, start: int = 0, end: int | None = None) -> Reading:
+    async def open(
+        self, key: str, start: int = 0, end: int | None = None, pin: dict[str, str] | None = None
+    ) -> Reading:
         """A reader of bytes [start, end) (to the object's end when `end` is None); the
         caller closes it.
 
         FileNotFoundError when the object is gone. Callers that know the size pass it as
-        `end`, so that no store reads ahead of what will be sent.
+        `end`, so that no store reads ahead of what will be sent. Readers opened with one
+        `pin` read one version of a remote object, or raise `ObjectChanged`.
         """
+        pinned: dict[str, str] = {} if pin is None else pin
         if self.backend.reads_inline:
-            reader = await self._call(lambda: self.backend.open(key, start, end, {}))
+            reader = await self._call(lambda: self.backend.open(key, start, end, pinned))
             return Reading(reader, self, ahead=False)
-        return Reading(self._resuming(key, start, end, {}), self, ahead=True)
+        return Reading(self._resuming(key, start, end, pinned), self, ahead=True)
 
     def _resuming(self, key: str, start: int, end: int | None, pin: dict[str, str]) -> ObjectReader:
         async def open_at(offset: int) -> ObjectReader:

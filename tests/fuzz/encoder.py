@@ -2,7 +2,7 @@
 
 One input of bytes is one case: its first bytes choose the style, the field names, the
 ``max_line`` and where the chunks split; the rest is the log (see `Case.from_bytes`). A case
-passes when `LineEncoder` (native by default) fed those chunks gives exactly
+passes when `NativeLineEncoder` (or, asked, `PythonLineEncoder`) fed those chunks gives exactly
 `reference_encode` of the whole log. A case with bit 6 of byte 0 set calls the native
 ``encode_lines(head, block, start, stop, first, ends_in_newline, templates)`` directly
 instead, with bounds out of range too, against a model of its docstring.
@@ -68,13 +68,14 @@ class Case:
 
 def check(data: bytes, native: bool = True) -> None:
     """Raise `AssertionError` unless the encoder gives the reference output for this case."""
-    from streamer.encoders import LineEncoder, reference_encode
+    from streamer.encoders import NativeLineEncoder, PythonLineEncoder, reference_encode
 
     case = Case.from_bytes(data)
     if case.direct and native:
         check_encode_lines(case)
         return
-    encoder = LineEncoder(case.style, case.fields, max_line=case.max_line, native=native)  # type: ignore[arg-type]
+    implementation = NativeLineEncoder if native else PythonLineEncoder
+    encoder = implementation(case.style, case.fields, max_line=case.max_line)  # type: ignore[arg-type]
     got = b"".join([encoder.feed(chunk) for chunk in case.chunks()]) + encoder.finish()
     want = reference_encode(case.log, case.style, case.fields)  # type: ignore[arg-type]
     if got != want:
