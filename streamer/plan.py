@@ -237,19 +237,8 @@ def plan_response(
         if if_range is None or if_range_holds(if_range, etag, modified, now):
             span = resolve(spec, size)
 
-    out = [
-        (b"content-type", MEDIA_TYPES[query.format].encode()),
-        (b"content-disposition", content_disposition(log.run.run_id, query.format).encode()),
-    ]
-    if coding == "gzip":
-        out.append((b"content-encoding", b"gzip"))
-    if span is not None:
-        out.append((b"content-length", str(span.length).encode()))
-        out.append((b"content-range", span.content_range().encode()))
-    elif query.format == "txt" and not decode and not on_the_fly and size is not None:
-        out.append((b"content-length", str(size).encode()))
-    if rangeable:
-        out.append((b"accept-ranges", b"bytes"))
+    whole = query.format == "txt" and not decode and not on_the_fly
+    out = _body_headers(log, query, coding, span, size if whole else None, rangeable)
     out += [*validators, *SECURITY_HEADERS]
     return ResponsePlan(
         status=206 if span is not None else 200,
@@ -262,6 +251,32 @@ def plan_response(
         fields=query.fields,
         gzip=on_the_fly,
     )
+
+
+def _body_headers(
+    log: LogObject,
+    query: Query,
+    coding: str,
+    span: ByteRange | None,
+    length: int | None,
+    rangeable: bool,
+) -> list[tuple[bytes, bytes]]:
+    """The headers that describe a 200 or 206 body: its type, name, coding and length
+    (`length`: the whole object's, when it is sent as stored)."""
+    out = [
+        (b"content-type", MEDIA_TYPES[query.format].encode()),
+        (b"content-disposition", content_disposition(log.run.run_id, query.format).encode()),
+    ]
+    if coding == "gzip":
+        out.append((b"content-encoding", b"gzip"))
+    if span is not None:
+        out.append((b"content-length", str(span.length).encode()))
+        out.append((b"content-range", span.content_range().encode()))
+    elif length is not None:
+        out.append((b"content-length", str(length).encode()))
+    if rangeable:
+        out.append((b"accept-ranges", b"bytes"))
+    return out
 
 
 # They change only with the object's version: computed once per version and representation.
