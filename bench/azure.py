@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 
+from bench.shaping import size_arg
 from streamer.storage import Store
 from testkit.emulators import BUCKET, azure_options, azurite, fsspec_conf
 from testkit.shaping import ShapingProxy
@@ -32,14 +33,6 @@ from testkit.shaping import ShapingProxy
 MiB = 1024 * 1024
 KEY = "models/mdl-bench/runs/run-bench/training.log"
 ROOT = f"az://{BUCKET}/bench"
-
-
-def size_arg(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(text.removesuffix(unit)) * factor
-    return int(text)
 
 
 def seed(endpoint: str, size: int) -> None:

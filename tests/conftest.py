@@ -6,6 +6,7 @@ from there, never from this file or from one another.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
@@ -32,6 +33,7 @@ from testkit.emulators import (
     moto_server,
     s3_options,
 )
+from testkit.observing import AccessLog
 from testkit.servers import SECRET, JWKSServer, Running, TokenFactory, serve_in_thread
 from testkit.servers import make_token as _make_token
 
@@ -183,3 +185,15 @@ def jwks_server() -> Iterator[JWKSServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    """The access-log lines written while the test runs."""
+    handler = AccessLog()
+    logger = logging.getLogger("streamer.access")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)

@@ -5,7 +5,6 @@ step waits for the client to have received what it wrote, never for a time."""
 from __future__ import annotations
 
 import gzip
-import logging
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,17 +44,6 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def server(root: str) -> Iterator[Running]:
     yield from serve_in_thread(settings(root))
-
-
-@pytest.fixture
-def access_log() -> Iterator[AccessLog]:
-    handler = AccessLog()
-    logger = logging.getLogger("streamer.access")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize("style", ["txt", "ndjson", "json"])

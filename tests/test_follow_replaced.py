@@ -9,9 +9,8 @@ a change at its start is caught by the first bytes, one near its end by the last
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,17 +23,6 @@ from testkit.servers import Running, serve_in_thread
 pytestmark = pytest.mark.anyio
 
 LOG = b"".join(LINES) * 4  # about 11 KiB
-
-
-@pytest.fixture
-def access_log() -> Iterator[AccessLog]:
-    handler = AccessLog()
-    logger = logging.getLogger("streamer.access")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 def log_path(writer: Writer) -> Path:

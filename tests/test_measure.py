@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ from streamer.storage import RetryingReader
 from testkit.flaky import DATA, Counts, Flaky, read_all
 from testkit.observing import ROUTE, AccessLog, metric
 from testkit.servers import SECRET
-
-
-@pytest.fixture
-def access_log() -> Iterator[AccessLog]:
-    handler = AccessLog()
-    logger = logging.getLogger("streamer.access")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 class LeavingApp(Streamer):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,6 @@ METRIC_NAMES = (
     "streamer_catalog_refresh_failures_total",
     "streamer_client_disconnects_total",
 )
-
-
-@pytest.fixture
-def access_log() -> Iterator[AccessLog]:
-    handler = AccessLog()
-    logger = logging.getLogger("streamer.access")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 # Probes and /metrics on a real socket.
