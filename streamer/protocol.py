@@ -6,7 +6,7 @@ The rules it keeps, each before the application sees a request:
   complete `head_timeout_s` after its first byte (or after the connection opened) with
   408. Unbounded, httptools built a 128 MiB header by concatenation, holding the event
   loop for seconds; a client that sent half a head held its connection forever.
-- A request uvicorn cannot parse, an HTTP/1.1 request without `Host`, a request with more
+- A request uvicorn cannot parse, a request without `Host`, a request with more
   than one `Host` or more than one `Authorization`, and a WebSocket upgrade (the service
   speaks none) are 400 `malformed_request`; a version other than HTTP/1.0 and 1.1 is 505.
   Another upgrade (`h2c`) is ignored: the request is answered, then the connection closed.
@@ -181,7 +181,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if version not in ("1.0", "1.1"):
             return errors.VersionNotSupported()
         hosts = [value for name, value in self.headers if name == b"host"]
-        if len(hosts) > 1 or (not hosts and version == "1.1"):
+        # SPEC section 8 refuses a request with no Host whatever its version (RFC 9112
+        # only requires it of HTTP/1.1; every HTTP/1.0 client in use sends one).
+        if len(hosts) != 1:
             return errors.MalformedRequest("A request has exactly one Host header (RFC 9112).")
         if hosts and not HOST.fullmatch(hosts[0]):
             return errors.MalformedRequest("The Host header is not a host and port.")

@@ -103,11 +103,14 @@ def test_two_authorization_headers_are_400_before_routing(running: Running, toke
     assert_refused(exchange(running, unrouted), 400, "malformed_request")
 
 
-def test_an_http_10_request_needs_no_host(running: Running) -> None:
+def test_an_http_10_request_is_served_with_its_host_and_refused_without(
+    running: Running,
+) -> None:
     with connect(running) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
         status, _, body = read_response(sock)
     assert (status, body) == (b"HTTP/1.1 200 OK", b"ok\n")
+    assert_refused(exchange(running, b"GET /healthz HTTP/1.0\r\n\r\n"), 400, "malformed_request")
 
 
 @pytest.mark.parametrize("version", [b"HTTP/0.9", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/3.0"])
