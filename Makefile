@@ -41,8 +41,13 @@ lint: $(STAMP)
 
 # The TypeScript client of tests/test_generated_client.py: its npm packages (exact versions in
 # tests/ts/package.json) installed into build/ when missing.
+# Node.js and npm, from apt-get when missing: the TypeScript client's tools and Azurite.
+NEED_NPM = command -v npm >/dev/null || { apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+
 TS_CLIENT := build/ts-client
 $(TS_CLIENT)/node_modules/.bin/tsc: tests/ts/package.json
+	@$(NEED_NPM)
 	mkdir -p $(TS_CLIENT) && cp tests/ts/package.json $(TS_CLIENT)/
 	cd $(TS_CLIENT) && npm install --no-audit --no-fund --no-package-lock --silent
 	touch $@
@@ -68,8 +73,7 @@ tools: $(TS_CLIENT)/node_modules/.bin/tsc
 AZURITE_VERSION := 3.37.0
 AZURITE := build/azurite/node_modules/.bin/azurite-blob
 $(AZURITE):
-	@command -v npm >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@$(NEED_NPM)
 	npm install --prefix build/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
 # The suite waits on sockets and emulators more than it computes: three processes keep two
