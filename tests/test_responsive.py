@@ -117,7 +117,7 @@ def test_probes_on_one_connection_answer_in_order_and_http_1_0_closes(
     assert answers[1][1]["content-length"] == "6"  # what GET would say: "ready\n"
     assert answers[2][1]["connection"] == "close"
     with connect(busy_server) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
         (status, headers, body), *more = responses(read_to_close(sock))
     assert (status, headers["connection"], body, more) == (b"HTTP/1.1 200 OK", "close", b"ok\n", [])
 
