@@ -25,7 +25,7 @@ import anyio
 
 from .. import metrics
 from ..catalog import Catalog, LogObject
-from ..errors import LogsNotReady, LogsPurged, UpstreamError
+from ..errors import LogsNotReady
 from ..handlers.common import resolve
 from ..logs.plan import TERMINAL
 
@@ -77,26 +77,9 @@ async def snapshot(
     """The run's log now; the catalog's 404s are raised, bar a log not written yet."""
     try:
         log = await resolve(catalog, model_id, organization, run_id)
-    except LogsNotReady:
-        return Snapshot(taken_at)
-    except LogsPurged:
-        if run_id is None or await _terminal(catalog, model_id, run_id):
-            raise
+    except LogsNotReady:  # the catalog says purged only of a run that has ended
         return Snapshot(taken_at)
     return Snapshot(taken_at, log, log.run.status in TERMINAL)
-
-
-async def _terminal(catalog: Catalog, model_id: str, run_id: str) -> bool:
-    """Whether a run whose log is missing has ended (purged) rather than not started it.
-
-    A catalog that raises LogsNotReady for a run still to write its log answers this
-    itself; one that says purged for both is asked for the run (known to exist: resolve
-    found it before the log)."""
-    try:
-        run = await catalog._explicit_run(model_id, run_id)
-    except Exception:
-        raise UpstreamError() from None
-    return run is None or run.status in TERMINAL
 
 
 class Watch:
